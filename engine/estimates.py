@@ -1,0 +1,98 @@
+"""Sizes of a model before building it: parameters, FLOPs per token, training memory.
+
+Pure arithmetic on a ModelConfig (no torch), for the config screen, the planner and the CLI.
+The activation terms were derived from what autograd really saves for our model (counted
+with saved-tensor hooks; `tests/test_estimates.py` checks them against that count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.config import ModelConfig, TrainConfig
+
+ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
+
+
+def layer_matmul_params(config: ModelConfig) -> int:
+    """Weights of one block's linear layers."""
+    c, f = config.num_dims, config.ffn_hidden_dims
+    q_out, kv_out = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    return c * q_out + 2 * c * kv_out + q_out * c + 3 * c * f
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """Trainable parameters, with the tied embedding / output head counted once."""
+    norms_per_layer = 2 * config.num_dims
+    per_layer = layer_matmul_params(config) + norms_per_layer
+    return config.vocab_size * config.num_dims + config.num_layers * per_layer + config.num_dims
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> int:
+    """Training FLOPs (forward + backward) per token, as in the PaLM paper's MFU formula:
+    6 x (matmul weights, the output head included) + 12 x layers x width x seq_len for attention."""
+    matmul = config.num_layers * layer_matmul_params(config) + config.vocab_size * config.num_dims
+    attention = 12 * config.num_layers * config.num_dims * seq_len
+    return 6 * matmul + attention
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a training step needs, by kind. `total` excludes the framework's own baseline."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    loss_buffers: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.loss_buffers
+
+
+def activation_bytes(
+    config: ModelConfig, batch_size: int, seq_len: int, low_precision: bool, checkpointing: bool
+) -> int:
+    """Bytes autograd keeps from forward for backward, for one micro-batch.
+
+    `low_precision` means bf16/fp16 autocast over fp32 weights: matmul inputs are saved in
+    2 bytes, the residual stream and norms stay fp32, and each weight's 2-byte copy is saved
+    once per micro-batch.
+    """
+    c, f, h = config.num_dims, config.ffn_hidden_dims, config.num_heads
+    kv = config.num_kv_heads * config.head_dim
+    tokens = batch_size * seq_len
+    if low_precision:
+        full_layer = tokens * (30 * c + 8 * f + 4 * kv + 4 * h) + 2 * layer_matmul_params(config)
+        head = tokens * (4 * config.vocab_size + 10 * c) + 2 * config.vocab_size * c
+    else:
+        full_layer = tokens * 4 * (8 * c + 4 * f + 2 * kv + h)
+        head = tokens * 4 * (config.vocab_size + 3 * c)
+    if checkpointing:
+        # Only each block's input survives; one block is recomputed at a time in backward.
+        kept = config.num_layers * tokens * 4 * c
+        return kept + full_layer + head
+    return config.num_layers * full_layer + head
+
+
+def training_memory(
+    model: ModelConfig, train: TrainConfig, low_precision: bool | None = None
+) -> MemoryEstimate:
+    """Memory of one training process: fp32 weights, gradients and AdamW state, the saved
+    activations of one micro-batch, and the logits / their gradient alive around the loss."""
+    if low_precision is None:
+        low_precision = train.use_dtype != "float32"
+    params = parameter_count(model)
+    tokens = train.batch_size * train.max_seq_len
+    logit_bytes = 2 if low_precision else 4
+    return MemoryEstimate(
+        weights=4 * params,
+        gradients=4 * params,
+        optimizer=4 * ADAMW_STATES * params,
+        activations=activation_bytes(
+            model, train.batch_size, train.max_seq_len, low_precision, train.gradient_checkpointing
+        ),
+        # logits, their gradient, and the fp32 gradient of the log-softmax input.
+        loss_buffers=tokens * model.vocab_size * (2 * logit_bytes + 4),
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from lightlm_tui.launcher import main
+
+sys.exit(main())

@@ -1,0 +1,6 @@
+import os
+
+# Tests never reach a hub: anything that tries must fail fast, not hang.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
