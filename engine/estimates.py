@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig, TrainConfig
 
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
@@ -52,22 +53,31 @@ class MemoryEstimate:
 
 
 def activation_bytes(
-    config: ModelConfig, batch_size: int, seq_len: int, low_precision: bool, checkpointing: bool
+    config: ModelConfig,
+    batch_size: int,
+    seq_len: int,
+    low_precision: bool,
+    checkpointing: bool,
+    device_type: str = "cpu",
 ) -> int:
     """Bytes autograd keeps from forward for backward, for one micro-batch.
 
     `low_precision` means bf16/fp16 autocast over fp32 weights: matmul inputs are saved in
     2 bytes, the residual stream and norms stay fp32, and each weight's 2-byte copy is saved
-    once per micro-batch.
+    once per micro-batch. The attention term depends on the path `attention_policy` picks:
+    fused kernels keep a log-sum-exp per head, explicit attention its probabilities.
     """
     c, f, h = config.num_dims, config.ffn_hidden_dims, config.num_heads
     kv = config.num_kv_heads * config.head_dim
     tokens = batch_size * seq_len
+    explicit = uses_explicit_attention(device_type, low_precision, seq_len, config.use_flash)
+    attention = (2 if low_precision else 4) * h * seq_len if explicit else 4 * h
     if low_precision:
-        full_layer = tokens * (30 * c + 8 * f + 4 * kv + 4 * h) + 2 * layer_matmul_params(config)
-        head = tokens * (4 * config.vocab_size + 10 * c) + 2 * config.vocab_size * c
+        full_layer = tokens * (30 * c + 8 * f + 4 * kv + attention) + 2 * layer_matmul_params(config)
+        # Cross-entropy keeps the 2-byte logits (engine.cross_entropy), not fp32 log-probs.
+        head = tokens * (2 * config.vocab_size + 10 * c) + 2 * config.vocab_size * c
     else:
-        full_layer = tokens * 4 * (8 * c + 4 * f + 2 * kv + h)
+        full_layer = tokens * (4 * (8 * c + 4 * f + 2 * kv) + attention)
         head = tokens * 4 * (config.vocab_size + 3 * c)
     if checkpointing:
         # Only each block's input survives; one block is recomputed at a time in backward.
@@ -77,10 +87,10 @@ def activation_bytes(
 
 
 def training_memory(
-    model: ModelConfig, train: TrainConfig, low_precision: bool | None = None
+    model: ModelConfig, train: TrainConfig, low_precision: bool | None = None, device_type: str = "cpu"
 ) -> MemoryEstimate:
     """Memory of one training process: fp32 weights, gradients and AdamW state, the saved
-    activations of one micro-batch, and the logits / their gradient alive around the loss."""
+    activations of one micro-batch, and the logits' gradient alive as backward starts."""
     if low_precision is None:
         low_precision = train.use_dtype != "float32"
     params = parameter_count(model)
@@ -91,8 +101,8 @@ def training_memory(
         gradients=4 * params,
         optimizer=4 * ADAMW_STATES * params,
         activations=activation_bytes(
-            model, train.batch_size, train.max_seq_len, low_precision, train.gradient_checkpointing
+            model, train.batch_size, train.max_seq_len, low_precision, train.gradient_checkpointing,
+            device_type,
         ),
-        # logits, their gradient, and the fp32 gradient of the log-softmax input.
-        loss_buffers=tokens * model.vocab_size * (2 * logit_bytes + 4),
+        loss_buffers=tokens * model.vocab_size * logit_bytes,
     )

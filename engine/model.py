@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from engine.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig
+from engine.cross_entropy import IGNORE_INDEX, cross_entropy  # noqa: F401 (IGNORE_INDEX re-exported)
 from engine.kv_cache import KVCache
 from engine.sampling import sample_next_token
 
-IGNORE_INDEX = -100
+
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -62,6 +64,25 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate (B, heads, T, D) queries or keys by their positions."""
     return x * cos + rotate_half(x) * sin
+
+
+def explicit_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + causal mask) v, with each KV head's query group batched together
+    through a view (no repeated K/V). q (B, H, T, D); k, v (B, K, T, D) -> (B, H, T, D)."""
+    b, h, t, d = q.shape
+    kv_heads = k.shape[1]
+    groups = h // kv_heads
+    grouped_q = q.reshape(b * kv_heads, groups * t, d)  # (B*K, G*T, D)
+    # The causal mask enters as an additive -inf bias inside the matmul (baddbmm), which costs
+    # no separate pass in forward and nothing at all in backward.
+    future = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu(diagonal=1)
+    bias = future.repeat(groups, 1).expand(b * kv_heads, groups * t, t)
+    scores = torch.baddbmm(bias, grouped_q, k.reshape(b * kv_heads, t, d).transpose(1, 2), alpha=d**-0.5)
+    probs = scores.view(b * kv_heads, groups, t, t).softmax(dim=-1)
+    if dropout:
+        probs = F.dropout(probs, p=dropout)
+    out = torch.bmm(probs.view(b * kv_heads, groups * t, t), v.reshape(b * kv_heads, t, d))
+    return out.view(b, h, t, d)
 
 
 class Attention(nn.Module):
@@ -107,6 +128,9 @@ class Attention(nn.Module):
     def _attend(self, q, k, v, mask, causal) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
         gqa = self.num_heads != self.num_kv_heads
+        low_precision = q.dtype in (torch.bfloat16, torch.float16)
+        if causal and mask is None and uses_explicit_attention(q.device.type, low_precision, q.shape[2], self.use_flash):
+            return explicit_causal_attention(q, k, v, dropout)
         if self.use_flash:
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, enable_gqa=gqa
@@ -220,9 +244,7 @@ class Transformer(nn.Module):
         logits = F.linear(h, self.embed_tokens.weight)  # tied output head
         if targets is None:
             return logits, None, None
-        ce_loss = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+        ce_loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         loss = ce_loss if aux is None else ce_loss + aux
         return logits, loss, ce_loss
 

@@ -30,10 +30,13 @@ def measured_saved_bytes(model: Transformer, batch: int, seq: int, bf16: bool) -
 SHAPES = [
     ModelConfig(vocab_size=2048, num_dims=128, num_heads=4, num_kv_heads=2, num_layers=2, ffn_hidden_dims=352, context_len=128),
     ModelConfig(vocab_size=1024, num_dims=192, num_heads=6, num_kv_heads=6, num_layers=3, ffn_hidden_dims=512, context_len=128),
+    # use_flash=false: fused / math SDPA instead of explicit attention in bf16.
+    ModelConfig(vocab_size=1024, num_dims=128, num_heads=8, num_kv_heads=2, num_layers=2, ffn_hidden_dims=352,
+                context_len=128, use_flash=False),
 ]
 
 
-@pytest.mark.parametrize("config", SHAPES, ids=["gqa", "mha"])
+@pytest.mark.parametrize("config", SHAPES, ids=["gqa", "mha", "no-flash"])
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
 def test_activation_estimate_matches_saved_tensors(config, bf16, checkpointing):

@@ -196,3 +196,32 @@ def test_too_long_input_is_a_clear_error():
     model = Transformer(GQA)
     with pytest.raises(ValueError, match="longer than context_len"):
         model(torch.zeros(1, GQA.context_len + 1, dtype=torch.long))
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(8, 2), (4, 4), (6, 3)])
+def test_explicit_attention_equals_sdpa(heads, kv_heads):
+    from engine.model import explicit_causal_attention
+
+    torch.manual_seed(6)
+    q = torch.randn(2, heads, 24, 16)
+    k, v = torch.randn(2, kv_heads, 24, 16), torch.randn(2, kv_heads, 24, 16)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=heads != kv_heads)
+    assert torch.allclose(explicit_causal_attention(q, k, v, 0.0), expected, atol=1e-5)
+    low = explicit_causal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.0).float()
+    assert torch.allclose(low, expected, atol=3e-2)
+
+
+def test_attention_paths_agree_inside_the_model():
+    """use_flash=false (explicit attention) and the fused path give the same model, and so does
+    the bf16 CPU fast path up to bf16 rounding."""
+    torch.manual_seed(7)
+    fused = Transformer(GQA)
+    explicit = Transformer(ModelConfig(**{**GQA.__dict__, "use_flash": False}))
+    explicit.load_state_dict(fused.state_dict())
+    idx = torch.randint(0, GQA.vocab_size, (2, 40))
+    targets = idx.roll(-1, dims=1)
+    assert torch.allclose(fused(idx)[0], explicit(idx)[0], atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss_bf16, _ = fused(idx, targets)
+    _, loss_fp32, _ = fused(idx, targets)
+    assert abs(loss_bf16.item() - loss_fp32.item()) < 0.02
