@@ -8,8 +8,11 @@ the terminal; the rest of the engine reports through return values, errors and e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import signal
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from engine.config import (
@@ -23,6 +26,8 @@ from engine.config import (
     validate,
 )
 from engine.estimates import flops_per_token, parameter_count, training_memory
+from engine.errors import UserFacingError
+from engine.events import LogLine
 
 EXIT_BAD_INPUT = 2
 
@@ -34,12 +39,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("presets", help="list the preset configs")
+    check = commands.add_parser("check", help="check this machine: Python, torch, GPU, bf16, RAM, disk")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--runs-dir", default="runs", help="where runs will be written (for the disk check)")
     inspect = commands.add_parser(
         "inspect", help="check a config and show its size, FLOPs and training memory"
     )
     add_config_arguments(inspect)
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.add_argument("--toml", action="store_true", help="print the resolved config as TOML")
+
+    train = commands.add_parser("train", help="train a model headless (Ctrl-C stops with a checkpoint)")
+    add_config_arguments(train)
+    train.add_argument("--name", help="run name (the folder under runs_dir)")
+    train.add_argument("--runs-dir", help="folder that holds run directories (train.runs_dir)")
+
+    resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint on held-out text")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+
+    generate = commands.add_parser("generate", help="sample text from a run's latest checkpoint")
+    generate.add_argument("run_dir", metavar="RUN_DIR")
+    generate.add_argument("--prompt", default="", help="text to continue (empty: start a new document)")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    generate.add_argument("--top-k", type=int, default=50, help="0 = off")
+    generate.add_argument("--top-p", type=float, default=0.95, help="1 = off")
+    generate.add_argument("--seed", type=int, default=None)
+
+    export = commands.add_parser("export", help="write a Hugging Face folder AutoModelForCausalLM loads")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--out", metavar="DIR", help="target folder (default RUN_DIR/export/hf)")
     return parser
 
 
@@ -116,18 +149,152 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_BAD_INPUT if problems else 0
 
 
+def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO) -> int:
+    from engine.events import Event
+    from engine.progress import ProgressPrinter
+    from engine.run_dir import EventLog
+    from engine.trainer import Trainer, TrainControl
+
+    log, printer, control = EventLog(run_dir), ProgressPrinter(out), TrainControl()
+
+    def emit(event: Event) -> None:
+        log.write(event)
+        printer(event)
+
+    def on_interrupt(signum, frame) -> None:
+        if control.stop.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        printer(LogLine("warning", "stopping after this step and saving a checkpoint (Ctrl-C again to abort)"))
+        control.stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        finished = Trainer(config, run_dir, emit, control, resume=resume).run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        log.close()
+    return 0 if finished.status in ("completed", "stopped") else 1
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.run_dir import new_run_dir
+
+    config = resolve_config(args)
+    if args.name:
+        config = dataclasses.replace(config, name=args.name)
+    if args.runs_dir:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, runs_dir=args.runs_dir))
+    problems = validate(config, cuda_available=_cuda_available())
+    if problems:
+        raise ConfigError(problems)
+    return _train(config, new_run_dir(config.train.runs_dir, config.name), resume=False, out=out)
+
+
+def _existing_run(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "config.toml").is_file():
+        raise UserFacingError(f"{run_dir} is not a run directory (no config.toml in it)")
+    return run_dir
+
+
+def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.checkpoint import load_latest
+
+    run_dir = _existing_run(args.run_dir)
+    load_latest(run_dir)  # fail here, with the checkpoint's name, before any set-up
+    return _train(load_config(run_dir / "config.toml"), run_dir, resume=True, out=out)
+
+
+def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.data.sources import load_documents
+    from engine.data.token_store import prepare_token_store
+    from engine.device import setup_compute
+    from engine.evaluate import evaluate_model
+    from engine.generation import load_run
+
+    run_dir = _existing_run(args.run_dir)
+    config = load_config(run_dir / "config.toml")
+    compute = setup_compute(config.train.use_dtype)
+    run = load_run(run_dir, device=str(compute.device))
+    store = prepare_token_store(load_documents(config.data), config.data)
+    t = config.train
+    figures = evaluate_model(run.model, store.val, store.meta.val_bytes_per_token, t.max_seq_len,
+                             t.batch_size, t.eval_batches, compute.device, compute.autocast)
+    if figures is None:
+        raise UserFacingError("the validation split is too short to evaluate; raise data.val_fraction")
+    result = {"run_dir": str(run_dir), "step": run.step, **dataclasses.asdict(figures)}
+    if args.json:
+        out.write(json.dumps(result) + "\n")
+    else:
+        out.write(f"{run_dir} at step {run.step}: val loss {figures.val_loss:.4f} | val bpb "
+                  f"{figures.val_bpb:.4f} | perplexity {figures.perplexity:.2f}\n")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.generation import SamplingSettings, generate_text, load_run
+
+    run = load_run(_existing_run(args.run_dir))
+    settings = SamplingSettings(args.max_new_tokens, args.temperature, args.top_k or None,
+                                args.top_p if args.top_p < 1 else None, args.seed)
+    printed = [0]
+
+    def stream(text: str) -> None:  # print only what is new; decoding can revise a partial byte
+        if text.startswith(text[: printed[0]]) and len(text) > printed[0]:
+            out.write(text[printed[0]:])
+            out.flush()
+            printed[0] = len(text)
+
+    out.write(args.prompt)
+    text = generate_text(run, args.prompt, settings, on_text=stream)
+    out.write(text[printed[0]:] + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.export import export_hf
+
+    target = export_hf(_existing_run(args.run_dir), Path(args.out) if args.out else None)
+    out.write(f"exported to {target} (load with AutoModelForCausalLM.from_pretrained)\n")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.hardware import FAIL, probe
+
+    report = probe(args.runs_dir)
+    if args.json:
+        out.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        for check in report.checks:
+            out.write(f"  {check.status:<4}  {check.name:<22} {check.sentence}\n")
+    return 1 if report.worst == FAIL else 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+COMMANDS = {
+    "inspect": cmd_inspect, "train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "generate": cmd_generate,
+    "export": cmd_export, "check": cmd_check,
+}
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one headless command; returns the process exit code."""
     out, err = out or sys.stdout, err or sys.stderr
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "presets":
+        return cmd_presets(out)
+    if args.command not in COMMANDS:
+        parser.print_help(out)
+        return 0
     try:
-        if args.command == "presets":
-            return cmd_presets(out)
-        if args.command == "inspect":
-            return cmd_inspect(args, out)
-    except ConfigError as exc:
+        return COMMANDS[args.command](args, out)
+    except (ConfigError, UserFacingError) as exc:  # one sentence, no traceback
         err.write(f"lightlm-tui: {exc}\n")
-        return EXIT_BAD_INPUT
-    parser.print_help(out)
-    return 0
+    return EXIT_BAD_INPUT

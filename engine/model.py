@@ -10,6 +10,7 @@ and the two models produce the same logits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -276,12 +277,14 @@ class Transformer(nn.Module):
         eos_id: int | None = None,
         seed: int | None = None,
         use_cache: bool | None = None,
+        on_token: Callable[[torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
         """Continue each row of `idx` (B, T) by up to `max_new_tokens` tokens; returns (B, T + n).
 
         temperature 0 is greedy. Sampling draws from a generator seeded with `seed`, so the same
         seed gives the same text with or without the KV cache. Generation stops early once
         every row has produced `eos_id`. Past context_len the oldest tokens are dropped.
+        `on_token` is called with each new (B,) token tensor as it is chosen (for streaming).
         """
         was_training = self.training
         self.eval()
@@ -307,6 +310,8 @@ class Transformer(nn.Module):
                     finished |= token == eos_id
                 idx = torch.cat((idx, token[:, None]), dim=1)
                 pending = token[:, None]
+                if on_token is not None:
+                    on_token(token)
                 if eos_id is not None and bool(finished.all()):
                     break
         finally:

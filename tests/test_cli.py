@@ -61,3 +61,14 @@ def test_console_script_runs_without_a_traceback():
     )
     assert result.returncode == 2
     assert "no preset named 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_reports_every_part_of_the_machine(tmp_path):
+    code, out, _ = run_cli("check", "--json", "--runs-dir", str(tmp_path))
+    report = json.loads(out)
+    names = [c["name"] for c in report["checks"]]
+    assert code == 0 and {"python", "torch", "cpu", "ram", "disk"} <= set(names)
+    assert any(n.startswith("gpu") for n in names)
+    assert all(c["status"] in {"ok", "warn", "fail"} and c["sentence"].endswith(".") for c in report["checks"])
+    code, text, _ = run_cli("check", "--runs-dir", str(tmp_path))
+    assert "cpu" in text and "RAM available" in text

@@ -1,0 +1,235 @@
+"""Checkpoints: everything a run needs to continue exactly, written so a crash never corrupts one.
+
+Layout of one checkpoint (RUN_DIR/checkpoints/step_000500/):
+    model.safetensors   weights
+    optimizer.pt        AdamW state (tensors and numbers only; read with weights_only=True)
+    rng.safetensors     torch RNG states (CPU, and each CUDA device)
+    config.toml         the run config
+    state.json          step, epoch, elapsed time, tokens seen, config hash, ... (written last)
+
+A checkpoint is assembled in a temporary folder, every file fsynced, and renamed into place;
+RUN_DIR/checkpoints/latest (a one-line text file naming the folder) is then replaced
+atomically. So `latest` only ever names a complete checkpoint, and a half-written one is a
+`.tmp-*` folder that loading ignores. Nothing read from disk is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engine.config import RunConfig, dumps_config
+from engine.errors import UserFacingError
+
+REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "config.toml", "state.json")
+LATEST = "latest"
+
+
+class CheckpointError(UserFacingError):
+    """A checkpoint that cannot be used; names it, and the previous complete one if any."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is: enough, with the weights and optimizer, to continue it exactly."""
+
+    step: int = 0  # optimizer steps completed; the loader's position is a function of it
+    epoch: float = 0.0
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0  # training wall time before the current session
+    config_hash: str = ""
+    val_loss: float | None = None
+    val_bpb: float | None = None
+    best_val_loss: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint on disk, and what it holds once loaded."""
+
+    path: Path
+    state: TrainState
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    rng_state: dict[str, torch.Tensor]
+
+
+def config_hash(config: RunConfig) -> str:
+    """A short hash of the settings that shape the model and the data order."""
+    return hashlib.sha256(dumps_config(config).encode()).hexdigest()[:16]
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not allow opening a directory
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rng_states() -> dict[str, torch.Tensor]:
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda{index}"] = state
+    return states
+
+
+def restore_rng_states(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["cpu"])
+    cuda = [states[k] for k in sorted(states) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    name: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    config: RunConfig,
+) -> Path:
+    """Write checkpoint `name` completely, then point `latest` at it; returns its folder."""
+    root = checkpoints_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    staging = root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, staging / "model.safetensors")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        save_file(rng_states(), staging / "rng.safetensors")
+        (staging / "config.toml").write_text(dumps_config(config), encoding="utf-8")
+        (staging / "state.json").write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        for file_name in REQUIRED_FILES:
+            _fsync_file(staging / file_name)
+        _fsync_dir(staging)
+        if final.exists():  # re-saving the same step (e.g. "save now" twice): replace it whole
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(name + "\n", encoding="utf-8")
+    _fsync_file(pointer)
+    os.replace(pointer, root / LATEST)
+    _fsync_dir(root)
+    return final
+
+
+def _step_of(path: Path) -> int:
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` step checkpoints (0 keeps all); never `latest`'s
+    target, never epoch or final checkpoints. Returns what was removed."""
+    if keep_last <= 0:
+        return []
+    root = checkpoints_dir(run_dir)
+    latest = latest_name(run_dir)
+    steps = sorted((p for p in root.glob("step_*") if p.is_dir()), key=_step_of)
+    removed = []
+    for path in steps[:-keep_last]:
+        if path.name != latest:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def latest_name(run_dir: Path) -> str | None:
+    pointer = checkpoints_dir(run_dir) / LATEST
+    if not pointer.is_file():
+        return None
+    return pointer.read_text(encoding="utf-8").strip() or None
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders with every required file, oldest first (by step, then time)."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and all((p / f).is_file() for f in REQUIRED_FILES)
+    ]
+    return sorted(found, key=lambda p: (_read_step(p), p.stat().st_mtime))
+
+
+def _read_step(path: Path) -> int:
+    try:
+        return int(json.loads((path / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read one checkpoint folder; any damage is a CheckpointError naming the file."""
+    path = Path(path)
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: {', '.join(missing)} missing")
+    try:
+        state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: state.json is damaged ({exc})") from None
+    try:
+        model_state = load_file(path / "model.safetensors", device=str(map_location))
+        rng = load_file(path / "rng.safetensors")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: weights are damaged ({exc})") from None
+    try:
+        optimizer_state = torch.load(path / "optimizer.pt", map_location=map_location, weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code with UnpicklingError, and more
+        raise CheckpointError(
+            f"checkpoint {path}: optimizer.pt cannot be read safely ({exc.__class__.__name__}); "
+            "it holds something other than tensors and numbers, or is damaged"
+        ) from None
+    return Checkpoint(path, state, model_state, optimizer_state, rng)
+
+
+def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """The checkpoint `latest` names. If it is damaged, the error names it and offers the
+    newest other complete checkpoint (load that one explicitly to continue from it)."""
+    run_dir = Path(run_dir)
+    name = latest_name(run_dir)
+    candidates = complete_checkpoints(run_dir)
+    if name is None:
+        if not candidates:
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+        return load_checkpoint(candidates[-1], map_location)
+    try:
+        return load_checkpoint(checkpoints_dir(run_dir) / name, map_location)
+    except CheckpointError as exc:
+        others = [p for p in candidates if p.name != name]
+        offer = f"; the previous complete one is {others[-1]}" if others else "; no other complete checkpoint exists"
+        raise CheckpointError(f"{exc}{offer}") from None

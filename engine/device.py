@@ -1,0 +1,70 @@
+"""Where and in what precision a run computes: device, autocast dtype, CPU threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ComputeSetup:
+    """The resolved choice for one run (recorded in its events)."""
+
+    device: torch.device
+    dtype_name: str  # float32 | bfloat16 | float16 (what "auto" became)
+    threads: int
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return None if self.dtype_name == "float32" else DTYPES[self.dtype_name]
+
+    def autocast(self):
+        """The autocast context for forward passes (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast is fast here (native bf16 on the GPU, or AVX-512 bf16 / AMX on the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return False
+
+
+def resolve_dtype(requested: str, device: torch.device) -> str:
+    """What `train.use_dtype` means on `device`; float16 off CUDA is refused by validation."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if bf16_supported(device) else "float32"
+
+
+def default_threads(reserve_for_ui: bool) -> int:
+    """Torch intra-op threads: every core headless; one core left to the UI beside it."""
+    cores = os.cpu_count() or 1
+    return max(1, cores - 1) if reserve_for_ui else cores
+
+
+def setup_compute(use_dtype: str, threads: int | None = None, reserve_for_ui: bool = False,
+                  device: torch.device | None = None) -> ComputeSetup:
+    """Pick device and precision, and set torch's CPU thread count for this process."""
+    device = device or default_device()
+    threads = threads or default_threads(reserve_for_ui)
+    torch.set_num_threads(threads)
+    return ComputeSetup(device, resolve_dtype(use_dtype, device), threads)

@@ -1,0 +1,51 @@
+"""Held-out evaluation: loss, bits per byte and perplexity on fixed validation windows."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.data.loader import eval_starts, make_batch
+
+
+@dataclass(frozen=True)
+class EvalFigures:
+    val_loss: float
+    val_bpb: float
+    perplexity: float
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    val_tokens: np.ndarray,
+    val_bytes_per_token: float,
+    seq_len: int,
+    batch_size: int,
+    batches: int,
+    device: torch.device,
+    autocast,
+) -> EvalFigures | None:
+    """Mean cross-entropy over `batches` x `batch_size` evenly spread windows (the same ones
+    every time), in nats; bits per byte divides out the tokenizer so runs with different
+    vocabularies compare. None when the split is too short for any window."""
+    seq_len = min(seq_len, len(val_tokens) - 1)
+    if seq_len < 2:
+        return None
+    starts = eval_starts(len(val_tokens), seq_len, batches * batch_size)
+    was_training = model.training
+    model.eval()
+    losses = []
+    try:
+        for chunk in np.array_split(starts, batches):
+            inputs, targets = make_batch(val_tokens, chunk, seq_len)
+            with autocast():
+                _, _, ce = model(inputs.to(device), targets.to(device))
+            losses.append(float(ce))
+    finally:
+        model.train(was_training)
+    val_loss = float(np.mean(losses))
+    return EvalFigures(val_loss, val_loss / math.log(2) / val_bytes_per_token, math.exp(min(val_loss, 50.0)))

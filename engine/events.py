@@ -1,0 +1,117 @@
+"""The message protocol from the engine to whoever watches it (the TUI, the CLI, a log file).
+
+Every event is a small frozen dataclass that is also a JSON object with a "type" field; the
+runner appends each one as a line to RUN_DIR/events.jsonl, so a run can be watched or replayed
+later by a process that never shared memory with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    type: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    type: ClassVar[str] = "run_started"
+    run_dir: str
+    params: int
+    total_steps: int
+    tokens_per_step: int
+    start_step: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class StepMetrics(Event):
+    type: ClassVar[str] = "step"
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    mfu: float
+    ram_mb: float
+    vram_mb: float = 0.0
+    vram_peak_mb: float = 0.0
+    gpu_util: float | None = None
+    eta_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvalResult(Event):
+    type: ClassVar[str] = "eval"
+    step: int
+    val_loss: float
+    val_bpb: float
+    perplexity: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    type: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+    reason: str = "interval"
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    type: ClassVar[str] = "log"
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class GeneratedText(Event):
+    type: ClassVar[str] = "generated"
+    text: str
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    type: ClassVar[str] = "finished"
+    status: str  # completed | stopped | failed
+    step: int
+    val_loss: float | None
+    val_bpb: float | None
+    wall_s: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EngineError(Event):
+    type: ClassVar[str] = "error"
+    message: str
+    recoverable: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, GeneratedText, RunFinished, EngineError)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event a JSON object describes; unknown fields (from a newer version) are ignored."""
+    cls = EVENT_TYPES[data["type"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,65 @@
+"""Measurements the trainer reports: achievable FLOP/s, process and GPU memory, GPU utilisation."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+import psutil
+import torch
+
+
+@cache
+def matmul_peak_flops(device_type: str, dtype: torch.dtype, size: int = 2048) -> float:
+    """Best FLOP/s of a square matmul on this device in `dtype`, measured once per process
+    (MFU is reported against this, so it means "share of what this machine can do")."""
+    device = torch.device(device_type)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(8):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def process_ram_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def cuda_memory_mb(device: torch.device) -> tuple[float, float]:
+    """(allocated, peak allocated) in MiB on a CUDA device; zeros elsewhere."""
+    if device.type != "cuda":
+        return 0.0, 0.0
+    return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
+
+
+class GpuUtilization:
+    """GPU utilisation in percent through NVML (the nvidia-ml-py package), or None without it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._handle = None
+        if device.type != "cuda":
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        except Exception:  # no driver, no library, a container without NVML: just unknown
+            self._handle = None
+
+    def percent(self) -> float | None:
+        if self._handle is None:
+            return None
+        try:
+            return float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+        except Exception:
+            return None

@@ -1,0 +1,66 @@
+"""Run directories: naming a new one, and the events.jsonl log every run keeps.
+
+    runs/NAME/config.toml  tokenizer/  events.jsonl  checkpoints/  export/hf/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.events import Event, event_from_dict
+
+EVENTS_FILE = "events.jsonl"
+
+
+def new_run_dir(runs_dir: str | os.PathLike[str], name: str = "") -> Path:
+    """A fresh folder under `runs_dir`: NAME, or NAME-2, NAME-3 ... if taken; a timestamp when
+    no name is given. Never reuses (and so never overwrites) an existing run."""
+    root = Path(runs_dir).expanduser()
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or time.strftime("run-%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1, 10_000):
+        candidate = root / (base if suffix == 1 else f"{base}-{suffix}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot find a free run name for {base!r} under {root}")
+
+
+class EventLog:
+    """Appends each event as one JSON line to RUN_DIR/events.jsonl (thread-safe, line-buffered)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self.path = Path(run_dir) / EVENTS_FILE
+        self._lock = threading.Lock()
+        self._handle = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, event: Event) -> None:
+        with self._lock:
+            if not self._handle.closed:
+                self._handle.write(event.to_json() + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()
+
+
+def read_events(run_dir: Path) -> Iterator[Event]:
+    """The events a run logged, in order; a torn last line (a crash mid-write) is skipped."""
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                yield event_from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue

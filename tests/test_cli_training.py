@@ -1,0 +1,83 @@
+"""train / resume / eval / generate from the command line, and their one-sentence failures."""
+
+import io
+import json
+
+from engine.cli import main
+from engine.config import save_config
+
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    return main(list(argv), out=out, err=err), out.getvalue(), err.getvalue()
+
+
+def test_train_then_eval_generate_and_resume(tiny_run_config, tmp_path):
+    config_path = save_config(tiny_run_config(max_steps=20), tmp_path / "run.toml")
+    runs = tmp_path / "my-runs"
+    code, out, err = run_cli("train", "--config", str(config_path), "--name", "cli run", "--runs-dir", str(runs),
+                             "--set", "train.max_steps=12")
+    assert code == 0, err
+    run_dir = runs / "cli-run"
+    assert "Step 12/12 | Loss" in out and "Tokens/sec" in out and "Finished (completed) at step 12" in out
+    assert (run_dir / "events.jsonl").is_file()
+
+    code, out, _ = run_cli("eval", str(run_dir), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["step"] == 12 and result["val_bpb"] > 0
+
+    code, out, err = run_cli("generate", str(run_dir), "--prompt", "The ", "--max-new-tokens", "20", "--seed", "1")
+    assert code == 0, err
+    assert out.startswith("The ") and len(out) > len("The \n")
+
+    # A second run with the same name gets its own folder; nothing is overwritten.
+    code, _, _ = run_cli("train", "--config", str(config_path), "--name", "cli run", "--runs-dir", str(runs),
+                         "--set", "train.max_steps=2")
+    assert code == 0 and (runs / "cli-run-2").is_dir()
+
+    code, out, err = run_cli("resume", str(run_dir))
+    assert code == 0, err  # already complete: resumes at step 12 of 12 and finishes at once
+    assert "resuming at step 12" in out
+
+
+def test_bad_run_dirs_are_one_sentence(tmp_path):
+    for command in ("resume", "eval", "generate"):
+        code, _, err = run_cli(command, str(tmp_path / "nowhere"))
+        assert code == 2 and "is not a run directory" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.toml").write_text("")
+    code, _, err = run_cli("resume", str(tmp_path / "empty"))
+    assert code == 2 and "no checkpoint to resume from" in err
+
+
+def test_train_refuses_an_invalid_config(tmp_path):
+    code, _, err = run_cli("train", "--preset", "tiny", "--set", "model.num_heads=7", "--runs-dir", str(tmp_path))
+    assert code == 2 and "model.num_heads = 7" in err
+    assert not any(tmp_path.iterdir())  # no run directory is created for a config that cannot run
+
+
+def test_export_loads_in_transformers_with_equal_logits(tiny_run_config, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.generation import load_run
+
+    config_path = save_config(tiny_run_config(max_steps=5, eval_interval=0), tmp_path / "run.toml")
+    assert run_cli("train", "--config", str(config_path), "--runs-dir", str(tmp_path / "runs"))[0] == 0
+    run_dir = tmp_path / "runs" / "t"
+    target = tmp_path / "hf"
+    code, out, err = run_cli("export", str(run_dir), "--out", str(target))
+    assert code == 0, err
+    hf = AutoModelForCausalLM.from_pretrained(target).eval()
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    ours = load_run(run_dir).model
+    ids = torch.tensor([tokenizer("def main():\n    return 1", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, ours(ids)[0], atol=1e-4)
+    # Exporting again replaces our own export; a folder someone else filled is refused.
+    assert run_cli("export", str(run_dir), "--out", str(target))[0] == 0
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    code, _, err = run_cli("export", str(run_dir), "--out", str(foreign))
+    assert code == 2 and "did not write" in err and (foreign / "notes.txt").read_text() == "mine"

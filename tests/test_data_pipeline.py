@@ -1,0 +1,118 @@
+"""Sources, the cached token store, and the loader's shifted, reproducible windows."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import DataConfig
+from engine.data.loader import BatchLoader, eval_starts, make_batch, window_starts
+from engine.data.sources import DataSourceError, load_documents
+from engine.data.token_store import prepare_token_store, validation_indices
+
+CODE = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" * (3 + i % 5) for i in range(40)]
+
+
+@pytest.fixture()
+def text_folder(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, text in enumerate(CODE):
+        (folder / f"doc{i:02d}.txt").write_text(text)
+    return folder
+
+
+def config(source, **kwargs) -> DataConfig:
+    return DataConfig(source=str(source), **{"tokenizer_vocab_size": 300, "val_fraction": 0.1, **kwargs})
+
+
+def test_embedded_corpus_loads_offline():
+    dataset = load_documents(DataConfig(source="python-docs", subset_size=10))
+    assert len(dataset) == 10 and dataset.column_names == ["text"]
+
+
+def test_folder_of_text_files_is_one_document_per_file(text_folder):
+    dataset = load_documents(config(text_folder))
+    assert sorted(dataset["text"]) == sorted(CODE)
+
+
+def test_jsonl_with_text_field_and_missing_column(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps({"body": t, "id": i}) for i, t in enumerate(CODE)))
+    assert load_documents(config(path, text_field="body"))["text"] == CODE
+    with pytest.raises(DataSourceError) as caught:
+        load_documents(config(path))
+    assert "data.text_field = 'text'" in str(caught.value) and "its columns are body, id" in str(caught.value)
+
+
+def test_bad_sources_get_one_sentence(tmp_path):
+    with pytest.raises(DataSourceError, match="no such file or folder"):
+        load_documents(config(tmp_path / "missing.txt"))
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "b.csv").write_text("text\ny\n")
+    with pytest.raises(DataSourceError, match="mixes formats"):
+        load_documents(config(tmp_path))
+
+
+def test_offline_hub_dataset_is_one_clear_sentence(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataSourceError) as caught:
+        load_documents(DataConfig(source="wikitext", hub_config="wikitext-2-raw-v1"))
+    message = str(caught.value)
+    assert "cannot load hub dataset 'wikitext' (wikitext-2-raw-v1)" in message
+    assert "offline" in message and "python-stdlib" in message
+
+
+def test_validation_split_is_by_document():
+    held_out = validation_indices(100, 0.05)
+    assert len(held_out) == 5 and held_out[0] == 0 and held_out[-1] == 99
+    assert len(validation_indices(3, 0.001)) == 1 and len(validation_indices(2, 0.9)) == 1
+
+
+def test_token_store_tokenises_once_and_reopens_from_cache(text_folder, tmp_path):
+    data = config(text_folder, cache_dir=str(tmp_path / "cache"))
+    dataset = load_documents(data)
+    first = prepare_token_store(dataset, data)
+    second = prepare_token_store(dataset, data)
+    assert not first.from_cache and second.from_cache
+    assert first.train.dtype == np.uint16 and np.array_equal(first.train, second.train)
+    assert first.meta.val_documents == 4 and first.meta.train_documents == 36
+    # Documents are joined with EOS and decode back to the original text.
+    eos = first.tokenizer.eos_id
+    assert int((np.asarray(first.train) == eos).sum()) == 36
+    pieces = first.tokenizer.decode(np.asarray(first.train).tolist()).split("<|endoftext|>")
+    assert sorted(pieces[:-1]) == sorted(t for i, t in enumerate(dataset["text"]) if i not in {0, 13, 26, 39})
+    # A different vocabulary is a different cache entry.
+    other = prepare_token_store(dataset, config(text_folder, cache_dir=str(tmp_path / "cache"), tokenizer_vocab_size=280))
+    assert other.directory != first.directory and not other.from_cache
+
+
+def test_targets_are_the_inputs_shifted_by_one():
+    tokens = np.arange(1000, dtype=np.uint16)
+    inputs, targets = make_batch(tokens, np.array([0, 10, 500]), seq_len=16)
+    assert inputs.shape == targets.shape == (3, 16) and inputs.dtype == torch.int64
+    assert torch.equal(targets[:, :-1], inputs[:, 1:])
+    assert torch.equal(targets[:, -1], inputs[:, -1] + 1)
+    assert not torch.equal(inputs, targets)  # the seed's bug: labels = inputs
+
+
+def test_windows_are_a_pure_function_of_seed_and_step():
+    tokens = np.arange(50_000, dtype=np.uint16)
+    with BatchLoader(tokens, batch_size=4, seq_len=32, accumulation_steps=2, seed=3) as loader:
+        from_start = [next(loader) for _ in range(10)]  # steps 0..4, two micro-batches each
+    with BatchLoader(tokens, batch_size=4, seq_len=32, accumulation_steps=2, seed=3, start_step=3) as loader:
+        resumed = [next(loader) for _ in range(4)]  # steps 3..4
+    for a, b in zip(from_start[6:], resumed):
+        assert (a.step, a.micro) == (b.step, b.micro) and torch.equal(a.inputs, b.inputs)
+    assert not torch.equal(from_start[0].inputs, from_start[1].inputs)
+    other_seed = window_starts(4, 0, 0, 4, len(tokens), 32)
+    assert not np.array_equal(other_seed, window_starts(3, 0, 0, 4, len(tokens), 32))
+
+
+def test_too_little_text_is_a_clear_error():
+    with pytest.raises(ValueError, match="fewer than one window"):
+        BatchLoader(np.arange(10, dtype=np.uint16), batch_size=2, seq_len=32, accumulation_steps=1, seed=0)
+    with pytest.raises(ValueError, match="raise data.val_fraction"):
+        eval_starts(10, 32, 4)

@@ -1,0 +1,139 @@
+"""Training for real on a tiny model: loss falls, resume is exact, checkpoints are safe."""
+
+import math
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
+from engine.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
+from engine.schedule import lr_at
+from engine.trainer import Trainer, TrainControl
+
+
+def train(config, run_dir, resume=False, stop_after=None):
+    events, control = [], TrainControl()
+
+    def emit(event):
+        events.append(event)
+        if stop_after is not None and isinstance(event, StepMetrics) and event.step == stop_after:
+            control.stop.set()
+
+    trainer = Trainer(config, run_dir, emit, control, resume=resume, threads=1)
+    finished = trainer.run()
+    return trainer, finished, events
+
+
+def test_loss_falls_on_the_embedded_corpus(tiny_run_config, tmp_path):
+    config = tiny_run_config(max_steps=120, eval_interval=60)
+    trainer, finished, events = train(config, tmp_path / "run")
+    assert finished.status == "completed", finished.message
+    evals = [e for e in events if isinstance(e, EvalResult)]
+    assert len(evals) == 2 and evals[-1].val_loss < evals[0].val_loss
+    assert sum(trainer.losses[-10:]) / 10 < trainer.losses[0] - 1.0
+    assert trainer.losses[0] == pytest.approx(math.log(512), abs=0.6)
+    assert finished.val_bpb is not None and 0 < finished.val_bpb < 8
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.total_steps == 120 and started.tokens_per_step == 4 * 32
+    steps = [e for e in events if isinstance(e, StepMetrics)]
+    assert [e.step for e in steps] == list(range(1, 121))
+    assert all(e.tokens_per_s > 0 and e.ram_mb > 0 for e in steps)
+    # The run directory holds what the design says.
+    run = tmp_path / "run"
+    assert (run / "config.toml").is_file() and (run / "tokenizer" / "tokenizer.json").is_file()
+    assert latest_name(run) == "step_000120"
+
+
+def test_resume_is_bit_identical(tiny_run_config, tmp_path):
+    config = tiny_run_config(max_steps=20, eval_interval=5)
+    straight, _, _ = train(config, tmp_path / "straight")
+
+    first, stopped, events = train(config, tmp_path / "resumed", stop_after=10)
+    assert stopped.status == "stopped" and stopped.step == 10
+    assert any(isinstance(e, CheckpointSaved) and e.reason == "stop" for e in events)
+    second, finished, _ = train(config, tmp_path / "resumed", resume=True)
+    assert finished.status == "completed" and finished.step == 20
+
+    assert first.losses + second.losses == straight.losses  # exact floats, step by step
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_000020" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "checkpoints" / "step_000020" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_half_written_checkpoint_is_never_latest(tiny_run_config, tmp_path, monkeypatch):
+    config = tiny_run_config(max_steps=12, checkpoint_every_steps=5, eval_interval=0)
+    import engine.checkpoint as checkpoint_module
+
+    real_save, calls = checkpoint_module.save_file, []
+
+    def dying_save(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:  # step 10's weights: the "power cut" happens mid-checkpoint
+            raise OSError("disk vanished")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", dying_save)
+    _, finished, _ = train(config, tmp_path / "run")
+    assert finished.status == "failed" and "disk vanished" in finished.message
+    run = tmp_path / "run"
+    assert latest_name(run) == "step_000005"
+    assert [p.name for p in complete_checkpoints(run)] == ["step_000005"]
+    assert not any(p.name.startswith(".tmp") for p in (run / "checkpoints").iterdir())
+    assert load_latest(run).state.step == 5
+
+
+def test_damaged_latest_names_itself_and_offers_the_previous(tiny_run_config, tmp_path):
+    config = tiny_run_config(max_steps=10, checkpoint_every_steps=5, eval_interval=0, keep_last_checkpoints=0)
+    train(config, tmp_path / "run")
+    latest = tmp_path / "run" / "checkpoints" / "step_000010"
+    (latest / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError) as caught:
+        load_latest(tmp_path / "run")
+    assert "step_000010" in str(caught.value) and "previous complete one is" in str(caught.value)
+    assert "step_000005" in str(caught.value)
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['HOSTILE_MARKER']}",))
+
+
+def test_hostile_pickle_is_never_executed(tiny_run_config, tmp_path, monkeypatch):
+    config = tiny_run_config(max_steps=5, eval_interval=0)
+    train(config, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("HOSTILE_MARKER", str(marker))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_000005"
+    with open(checkpoint / "optimizer.pt", "wb") as handle:
+        pickle.dump({"state": _Hostile()}, handle)
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        load_checkpoint(checkpoint)
+    assert not marker.exists()
+
+
+def test_keep_last_checkpoints_prunes_old_steps(tiny_run_config, tmp_path):
+    config = tiny_run_config(max_steps=20, checkpoint_every_steps=4, keep_last_checkpoints=2, eval_interval=0)
+    train(config, tmp_path / "run")
+    names = sorted(p.name for p in complete_checkpoints(tmp_path / "run"))
+    assert names == ["step_000016", "step_000020"]
+
+
+def test_vocab_mismatch_is_an_error_not_a_silent_change(tiny_run_config, tmp_path):
+    import dataclasses
+
+    config = tiny_run_config()
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, tokenizer="bytes"))
+    _, finished, _ = train(config, tmp_path / "run")
+    assert finished.status == "failed"
+    assert "set model.vocab_size = 257" in finished.message
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(s, 100, 1e-3, 0.1, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(1e-4)
+    assert lr_at(0, 10, 1e-3, 0.0, 0.0) == pytest.approx(1e-3)
