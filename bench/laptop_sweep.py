@@ -9,7 +9,7 @@ files (every 50th document), which compares fairly across vocabulary sizes.
 This harness predates the engine's trainer and keeps its own 30-line loop on purpose: it
 measures shapes, not the trainer. Run it alone on the machine (it is a timing experiment).
 
-    python bench/laptop_sweep.py                    # 4 candidates x 300 s
+    python bench/laptop_sweep.py                    # every candidate x 300 s (about an hour)
     python bench/laptop_sweep.py --budget 60 --only w256-l4
 """
 
@@ -34,6 +34,14 @@ CANDIDATES = {
     "w256-l4": (4096, 256, 4, 4, 2, 688, 16, 2e-3),
     "w256-l4-v8k": (8192, 256, 4, 4, 2, 688, 16, 2e-3),
     "w384-l4": (4096, 384, 4, 6, 2, 1024, 16, 1.5e-3),
+    # second round, around the first round's winner (w192-l6)
+    "w192-l6-v2k": (2048, 192, 6, 3, 1, 512, 16, 2e-3),
+    "w192-l8": (4096, 192, 8, 3, 1, 512, 16, 2e-3),
+    "w128-l6": (4096, 128, 6, 2, 1, 352, 16, 3e-3),
+    # third round: separate size from learning rate
+    "w128-l6-lr5": (4096, 128, 6, 2, 1, 352, 16, 5e-3),
+    "w128-l4": (4096, 128, 4, 2, 1, 352, 16, 3e-3),
+    "w192-l6-lr3": (4096, 192, 6, 3, 1, 512, 16, 3e-3),
 }
 SEQ = 256
 VAL_EVERY = 50  # every 50th document is held out
@@ -121,10 +129,10 @@ def main() -> None:
         data[vocab] = (encode(tokenizer, train_docs), val_tokens, val_bytes / len(val_tokens))
     print(f"{len(train_docs)} train / {len(val_docs)} val documents; budget {args.budget:.0f} s per candidate; "
           f"{torch.get_num_threads()} threads")
-    print(f"{'candidate':<13}{'params':>8}{'steps':>7}{'tokens':>10}{'epochs':>8}{'val loss':>9}{'val bpb':>9}")
+    print(f"{'candidate':<13}{'params':>8}{'steps':>7}{'tokens':>12}{'epochs':>8}{'val loss':>9}{'val bpb':>9}")
     for name in args.only:
         r = run_candidate(name, CANDIDATES[name], data, args.budget)
-        print(f"{r['name']:<13}{r['params'] / 1e6:>7.2f}M{r['steps']:>7}{r['tokens']:>10,}{r['epochs']:>8.2f}"
+        print(f"{r['name']:<13}{r['params'] / 1e6:>7.2f}M{r['steps']:>7}{r['tokens']:>12,}{r['epochs']:>8.2f}"
               f"{r['val_loss']:>9.3f}{r['val_bpb']:>9.3f}", flush=True)
 
 

@@ -151,8 +151,8 @@ def _step_of(path: Path) -> int:
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
-    """Delete all but the newest `keep_last` step checkpoints (0 keeps all); never `latest`'s
-    target, never epoch or final checkpoints. Returns what was removed."""
+    """Delete all but the newest `keep_last` step_* checkpoints (0 keeps all). Epoch
+    checkpoints are never pruned, nor whatever `latest` names. Returns what was removed."""
     if keep_last <= 0:
         return []
     root = checkpoints_dir(run_dir)

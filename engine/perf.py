@@ -10,23 +10,35 @@ import torch
 
 
 @cache
-def matmul_peak_flops(device_type: str, dtype: torch.dtype, size: int = 2048) -> float:
+def matmul_peak_flops(device_type: str, dtype: torch.dtype, max_size: int = 4096, budget_s: float = 0.05) -> float:
     """Best FLOP/s of a square matmul on this device in `dtype`, measured once per process
-    (MFU is reported against this, so it means "share of what this machine can do")."""
+    (MFU is reported against it, so MFU means "share of what this machine can do").
+
+    The size doubles from 256 while one matmul takes under `budget_s`, so the measurement
+    stays short where a dtype is slow (float16 on a CPU without native support is emulated).
+    """
     device = torch.device(device_type)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for i in range(8):
+
+    def timed(a: torch.Tensor, b: torch.Tensor) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         a @ b
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= 2:
-            best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+        return time.perf_counter() - start
+
+    best, size = 0.0, 256
+    while size <= max_size:
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        timed(a, b)  # warm-up
+        seconds = min(timed(a, b) for _ in range(3))
+        best = max(best, 2 * size**3 / seconds)
+        if seconds > budget_s:
+            break
+        size *= 2
+    return best
 
 
 def process_ram_mb() -> float:

@@ -100,7 +100,7 @@ class Trainer:
         self.emit, self.control = emit, control or TrainControl()
         self.resume, self.threads, self.reserve_for_ui = resume, threads, reserve_for_ui
         self.state = TrainState()
-        self.losses: list[float] = []  # loss of every optimizer step of this session, for tests and benches
+        self.losses: list[float] = []  # mean loss of each reported window (every step when log_interval=1)
         self.loader_wait_s = 0.0
         self.train_s = 0.0
 
@@ -135,6 +135,9 @@ class Trainer:
         self.model = Transformer(c.model).to(self.compute.device)
         self.model.gradient_checkpointing = c.train.gradient_checkpointing
         self.optimizer = build_optimizer(self.model, c, self.compute.device)
+        # float16 needs loss scaling so small gradients do not flush to zero; for bf16 / fp32 the
+        # scaler is disabled and every call on it passes straight through.
+        self.scaler = torch.amp.GradScaler(self.compute.device.type, enabled=self.compute.dtype_name == "float16")
         self.state = TrainState(config_hash=config_hash(c))
         if self.resume:
             self._restore()
@@ -165,6 +168,8 @@ class Trainer:
         self.model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
         restore_rng_states(checkpoint.rng_state)
+        if checkpoint.state.extra.get("grad_scaler"):
+            self.scaler.load_state_dict(checkpoint.state.extra["grad_scaler"])
         if checkpoint.state.config_hash and checkpoint.state.config_hash != self.state.config_hash:
             self._log("the config differs from the one the checkpoint was trained with", "warning")
         self.state = checkpoint.state
@@ -209,7 +214,10 @@ class Trainer:
         clip = t.grad_clip if t.grad_clip > 0 else float("inf")
         train_tokens = self.store.meta.train_tokens
         last_checkpoint_time = time.perf_counter()
-        window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+        # The window's loss stays on the device and is read only when reported: reading it
+        # every step would make a GPU wait for each step to finish.
+        window_start, window_steps = time.perf_counter(), 0
+        window_loss = torch.zeros((), device=self.compute.device)
         session_start, paused_s = time.perf_counter(), 0.0
         base_elapsed = self.state.elapsed_s
         loader = BatchLoader(self.store.train, t.batch_size, t.max_seq_len, t.accumulation_steps, t.seed,
@@ -237,33 +245,37 @@ class Trainer:
                     batch = next(loader)
                     with self.compute.autocast():
                         _, loss, _ = self.forward(batch.inputs, batch.targets)
-                    (loss / t.accumulation_steps).backward()
+                    self.scaler.scale(loss / t.accumulation_steps).backward()
                     step_loss += loss.detach() / t.accumulation_steps
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                loss_value = float(step_loss)
-                if not math.isfinite(loss_value):
-                    raise TrainingError(
-                        f"the loss became {loss_value} at step {step + 1}; lower train.learning_rate, keep "
-                        "train.grad_clip on, or use bfloat16 instead of float16. The last checkpoint is intact."
-                    )
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # skips the step if float16 overflowed
+                self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
 
-                self.losses.append(loss_value)
                 self.state.step = step + 1
                 self.state.tokens_seen += t.tokens_per_step
                 previous_epoch = self.state.epoch
                 self.state.epoch = self.state.tokens_seen / train_tokens
                 self.state.elapsed_s = base_elapsed + time.perf_counter() - session_start - paused_s
-                window_steps, window_loss = window_steps + 1, window_loss + loss_value
+                window_steps, window_loss = window_steps + 1, window_loss + step_loss
 
                 last = self.state.step == self.total_steps
                 if self.state.step % t.log_interval == 0 or last:
+                    mean_loss = float(window_loss) / window_steps
+                    if not math.isfinite(mean_loss):
+                        raise TrainingError(
+                            f"the loss became {mean_loss} by step {self.state.step}; lower train.learning_rate, "
+                            "keep train.grad_clip on, or use bfloat16 instead of float16. The last checkpoint "
+                            "is intact."
+                        )
+                    self.losses.append(mean_loss)
                     elapsed = time.perf_counter() - window_start
-                    self._emit_metrics(window_loss / window_steps, lr, float(grad_norm),
+                    self._emit_metrics(mean_loss, lr, float(grad_norm),
                                        window_steps * t.tokens_per_step / max(elapsed, 1e-9),
                                        elapsed / window_steps)
-                    window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
+                    window_start, window_steps = time.perf_counter(), 0
+                    window_loss = torch.zeros((), device=self.compute.device)
                 if (t.eval_interval and self.state.step % t.eval_interval == 0 and not last) or self.control.eval_now.is_set():
                     self.control.eval_now.clear()
                     self._evaluate()
@@ -299,6 +311,8 @@ class Trainer:
             name = f"epoch_{math.floor(self.state.epoch)}"
         else:
             name = f"step_{self.state.step:06d}"
+        if self.scaler.is_enabled():
+            self.state.extra["grad_scaler"] = {k: v for k, v in self.scaler.state_dict().items()}
         path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config)
         prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
