@@ -86,11 +86,9 @@ class EngineRunner:
     def __init__(
         self,
         listener: Callable[[Event], None],
-        reserve_for_ui: bool = False,
         max_step_events_per_s: float = 10.0,
     ) -> None:
         self.listener = listener
-        self.reserve_for_ui = reserve_for_ui
         self.thinner = StepThinner(max_step_events_per_s)
         self._commands: queue.Queue = queue.Queue()
         self._trainer = None
@@ -158,7 +156,7 @@ class EngineRunner:
             if self.thinner.allow(event, total.get("steps")):
                 self.listener(event)
 
-        trainer = Trainer(command.config, run_dir, emit, resume=command.resume, reserve_for_ui=self.reserve_for_ui)
+        trainer = Trainer(command.config, run_dir, emit, resume=command.resume)
         with self._lock:
             self._trainer = trainer
         try:

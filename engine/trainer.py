@@ -94,11 +94,10 @@ class Trainer:
         control: TrainControl | None = None,
         resume: bool = False,
         threads: int | None = None,
-        reserve_for_ui: bool = False,
     ) -> None:
         self.config, self.run_dir = config, Path(run_dir)
         self.emit, self.control = emit, control or TrainControl()
-        self.resume, self.threads, self.reserve_for_ui = resume, threads, reserve_for_ui
+        self.resume, self.threads = resume, threads
         self.state = TrainState()
         self.losses: list[float] = []  # mean loss of each reported window (every step when log_interval=1)
         self.loader_wait_s = 0.0
@@ -113,7 +112,7 @@ class Trainer:
         if problems:
             raise TrainingError("the config has problems:\n" + "\n".join(f"  - {p}" for p in problems))
         c = self.config
-        self.compute: ComputeSetup = setup_compute(c.train.use_dtype, self.threads, self.reserve_for_ui)
+        self.compute: ComputeSetup = setup_compute(c.train.use_dtype, self.threads)
         self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads")
 
         started = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.config import DataConfig
 from engine.data.embedded import EMBEDDED, embedded_documents
+from engine.data.quiet import quiet_datasets
 from engine.errors import UserFacingError
 
 # File suffix -> datasets builder.
@@ -26,6 +27,11 @@ class DataSourceError(UserFacingError):
 def load_documents(data: DataConfig) -> Any:
     """The corpus `data.source` names, as a Dataset with a "text" column, limited to
     `data.subset_size` documents when that is set."""
+    with quiet_datasets():
+        return _load_documents(data)
+
+
+def _load_documents(data: DataConfig) -> Any:
     if data.source in EMBEDDED:
         dataset = _embedded(data.source)
     elif Path(data.source).expanduser().exists():

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import DataConfig
+from engine.data.quiet import quiet_datasets
 from engine.data.tokenizer import TextTokenizer, build_tokenizer, load_pretrained_tokenizer
 
 STORE_VERSION = 1
@@ -130,8 +131,8 @@ def _write_tokens(dataset: Any, tokenizer: TextTokenizer, path: Path, dtype) -> 
     def encode(batch):
         return {"ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
 
-    encoded = dataset.map(encode, batched=True, batch_size=256, remove_columns=["text"],
-                          keep_in_memory=True, desc=None)
+    with quiet_datasets():
+        encoded = dataset.map(encode, batched=True, batch_size=256, remove_columns=["text"], keep_in_memory=True)
     count = 0
     with open(path, "wb") as handle:
         for batch in encoded.iter(batch_size=1024):
