@@ -49,6 +49,7 @@ class StepMetrics(Event):
     mfu: float
     ram_mb: float
     vram_mb: float = 0.0
+    vram_reserved_mb: float = 0.0
     vram_peak_mb: float = 0.0
     gpu_util: float | None = None
     eta_s: float = 0.0

@@ -45,11 +45,14 @@ def process_ram_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def cuda_memory_mb(device: torch.device) -> tuple[float, float]:
-    """(allocated, peak allocated) in MiB on a CUDA device; zeros elsewhere."""
+def cuda_memory_mb(device: torch.device) -> tuple[float, float, float]:
+    """(allocated, reserved by the caching allocator, peak allocated) in MiB on a CUDA device;
+    zeros elsewhere."""
     if device.type != "cuda":
-        return 0.0, 0.0
-    return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
+        return 0.0, 0.0, 0.0
+    mib = 2**20
+    return (torch.cuda.memory_allocated(device) / mib, torch.cuda.memory_reserved(device) / mib,
+            torch.cuda.max_memory_allocated(device) / mib)
 
 
 class GpuUtilization:

@@ -26,6 +26,7 @@ from engine.checkpoint import (
     save_checkpoint,
 )
 from engine.config import RunConfig, save_config, validate
+from engine.data.embedded import EMBEDDED, corpus_origin
 from engine.data.loader import BatchLoader
 from engine.data.sources import load_documents
 from engine.data.token_store import TokenStore, prepare_token_store
@@ -119,8 +120,9 @@ class Trainer:
         dataset = load_documents(c.data)
         self.store: TokenStore = prepare_token_store(dataset, c.data)
         how = "from cache" if self.store.from_cache else f"in {time.perf_counter() - started:.1f} s"
+        origin = f" ({corpus_origin()})" if c.data.source in EMBEDDED else ""
         self._log(
-            f"data: {self.store.meta.train_tokens:,} train / {self.store.meta.val_tokens:,} val tokens "
+            f"data: {c.data.source}{origin}: {self.store.meta.train_tokens:,} train / {self.store.meta.val_tokens:,} val tokens "
             f"({self.store.meta.train_documents} / {self.store.meta.val_documents} documents), prepared {how}"
         )
         self._check_vocab()
@@ -317,12 +319,13 @@ class Trainer:
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
 
     def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float) -> None:
-        vram, vram_peak = cuda_memory_mb(self.compute.device)
+        vram, vram_reserved, vram_peak = cuda_memory_mb(self.compute.device)
         remaining = self.total_steps - self.state.step
         self.emit(StepMetrics(
             step=self.state.step, epoch=self.state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
             tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak_flops,
-            ram_mb=process_ram_mb(), vram_mb=vram, vram_peak_mb=vram_peak, gpu_util=self.gpu.percent(),
+            ram_mb=process_ram_mb(), vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
+            gpu_util=self.gpu.percent(),
             eta_s=remaining * step_s, elapsed_s=self.state.elapsed_s,
         ))
 

@@ -81,3 +81,29 @@ def test_export_loads_in_transformers_with_equal_logits(tiny_run_config, tmp_pat
     (foreign / "notes.txt").write_text("mine")
     code, _, err = run_cli("export", str(run_dir), "--out", str(foreign))
     assert code == 2 and "did not write" in err and (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_ctrl_c_stops_with_a_checkpoint(tiny_run_config, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    config_path = save_config(tiny_run_config(max_steps=100_000, eval_interval=0), tmp_path / "run.toml")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightlm_tui", "train", "--config", str(config_path), "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("Step 20/"):
+            process.send_signal(signal.SIGINT)
+            break
+    rest, _ = process.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert process.returncode == 0, output
+    assert "stopping after this step" in output and "Finished (stopped)" in output
+    assert "Traceback" not in output
+    from engine.checkpoint import load_latest
+
+    assert load_latest(tmp_path / "runs" / "t").state.step >= 20

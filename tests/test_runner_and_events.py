@@ -49,3 +49,40 @@ def test_runner_trains_and_stops_on_request(tiny_run_config, tmp_path):
     assert [e.type for e in logged][0] == "log" and logged[-1] == finished
     assert any(e.type == "checkpoint" for e in logged)
     assert len([e for e in logged if e.type == "step"]) == finished.step  # the log keeps every step
+
+
+def test_runner_pauses_resumes_saves_and_evaluates_on_request(tiny_run_config, tmp_path):
+    import time
+
+    from engine.events import CheckpointSaved
+    from engine.runner import EvalNow, Pause, Resume, SaveNow
+
+    events, done, paused = [], threading.Event(), threading.Event()
+
+    def listener(event):
+        events.append(event)
+        if isinstance(event, LogLine) and event.text == "paused":
+            paused.set()
+        if isinstance(event, RunFinished):
+            done.set()
+
+    runner = EngineRunner(listener, max_step_events_per_s=1000)
+    runner.submit(StartRun(tiny_run_config(max_steps=400, eval_interval=0), tmp_path / "run"))
+    while not any(isinstance(e, StepMetrics) for e in events):
+        time.sleep(0.01)
+    runner.submit(Pause())
+    assert paused.wait(30)
+    frozen = max(e.step for e in events if isinstance(e, StepMetrics))
+    time.sleep(0.5)
+    assert max(e.step for e in events if isinstance(e, StepMetrics)) <= frozen + 1  # nothing moves while paused
+    runner.submit(SaveNow())
+    runner.submit(EvalNow())
+    runner.submit(Resume())
+    assert done.wait(120)
+    runner.close()
+    assert any(isinstance(e, CheckpointSaved) and e.reason == "requested" for e in events)
+    evals = [e for e in events if isinstance(e, EvalResult)]
+    assert len(evals) == 2 and evals[0].step < 400 and evals[-1].step == 400  # on request, then final
+    assert events[-1].status == "completed"
+    # The run records which Python the embedded corpus came from.
+    assert any(isinstance(e, LogLine) and "python-docs (Python 3." in e.text for e in events)
