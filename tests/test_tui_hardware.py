@@ -1,0 +1,57 @@
+"""The app, driven with Textual's pilot: the hardware screen shows the real checks."""
+
+import asyncio
+
+from textual.widgets import DataTable, Static
+
+from lightlm_tui.app import make_app
+
+
+async def wait_for(condition, pilot, timeout=60.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the screen"
+        await pilot.pause(0.05)
+
+
+async def test_hardware_screen_shows_every_check():
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(lambda: table.row_count > 0, pilot)
+        names = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+        assert {"python", "torch", "cpu", "ram", "disk"} <= set(names)
+        statuses = {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
+        assert statuses <= {"ok", "warn", "FAIL"}
+        summary = str(app.screen.query_one("#summary", Static).render())
+        assert "Ready to train" in summary or "Fix the failed checks" in summary
+
+
+async def test_recheck_and_quit_keys():
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(DataTable)
+        await wait_for(lambda: table.row_count > 0, pilot)
+        await pilot.press("r")
+        await wait_for(lambda: table.row_count > 0, pilot)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code in (0, None)
+
+
+async def test_findings_wrap_instead_of_being_cut_off_at_80_columns():
+    from engine.hardware import Check, HardwareReport
+
+    long = "A deliberately long finding that cannot fit in the space an 80-column terminal leaves for it."
+    report = HardwareReport([Check("gpu", "warn", "none", long), Check("cpu", "ok", "2 cores", "2 CPU cores.")])
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_for(lambda: table.row_count > 0, pilot)
+        screen.show_report(report)
+        await pilot.pause()
+        finding = str(table.get_row_at(0)[2])
+        assert finding.replace("\n", " ") == long
+        assert all(len(line) <= 80 - 6 - 22 - 8 for line in finding.splitlines())
+        assert "warn" in str(table.get_row_at(0)[0])
