@@ -217,7 +217,8 @@ class Trainer:
         last_checkpoint_time = time.perf_counter()
         # The window's loss stays on the device and is read only when reported: reading it
         # every step would make a GPU wait for each step to finish.
-        window_start, window_steps = time.perf_counter(), 0
+        # Time inside a window spent pausing, evaluating or checkpointing is not training time.
+        window_start, window_steps, window_excluded = time.perf_counter(), 0, 0.0
         window_loss = torch.zeros((), device=self.compute.device)
         session_start, paused_s = time.perf_counter(), 0.0
         base_elapsed = self.state.elapsed_s
@@ -233,7 +234,7 @@ class Trainer:
                     while self.control.pause.is_set() and not self.control.stop.is_set():
                         time.sleep(0.05)
                     paused_s += time.perf_counter() - paused_at
-                    window_start += time.perf_counter() - paused_at
+                    window_excluded += time.perf_counter() - paused_at
                     if self.control.stop.is_set():
                         return "stopped"
                     self._log("resumed")
@@ -271,21 +272,23 @@ class Trainer:
                             "is intact."
                         )
                     self.losses.append(mean_loss)
-                    elapsed = time.perf_counter() - window_start
+                    elapsed = time.perf_counter() - window_start - window_excluded
                     self._emit_metrics(mean_loss, lr, float(grad_norm),
                                        window_steps * t.tokens_per_step / max(elapsed, 1e-9),
                                        elapsed / window_steps)
-                    window_start, window_steps = time.perf_counter(), 0
+                    window_start, window_steps, window_excluded = time.perf_counter(), 0, 0.0
                     window_loss = torch.zeros((), device=self.compute.device)
                 if (t.eval_interval and self.state.step % t.eval_interval == 0 and not last) or self.control.eval_now.is_set():
                     self.control.eval_now.clear()
+                    started = time.perf_counter()
                     self._evaluate()
-                    window_start = time.perf_counter()
+                    window_excluded += time.perf_counter() - started
                 reason = self._checkpoint_reason(previous_epoch, last_checkpoint_time, last)
                 if reason:
+                    started = time.perf_counter()
                     self._checkpoint(reason)
                     last_checkpoint_time = time.perf_counter()
-                    window_start = time.perf_counter()
+                    window_excluded += last_checkpoint_time - started
             return "completed"
         finally:
             self.loader_wait_s = loader.wait_s

@@ -3,32 +3,65 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
 
+from engine.config import RunConfig
+
+from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.screens.hardware import HardwareScreen
+from lightlm_tui.screens.monitor import MonitorScreen
 
 
 class LightLMApp(App):
-    """LightLM TUI. Starts on the hardware screen."""
+    """LightLM TUI. Starts on the hardware screen, or on the Monitor of `monitor_dir`."""
 
     TITLE = "LightLM"
     BINDINGS = [Binding("q", "quit", "Quit"), Binding("ctrl+c", "quit", "Quit", show=False)]
 
+    def __init__(self, monitor_dir: Path | None = None) -> None:
+        super().__init__()
+        self.monitor_dir = monitor_dir
+        self._bridge: EngineBridge | None = None
+
+    @property
+    def bridge(self) -> EngineBridge:
+        """The engine thread, started on first use (the first frame never waits for it)."""
+        if self._bridge is None:
+            self._bridge = EngineBridge(self)
+        return self._bridge
+
     def on_mount(self) -> None:
-        self.push_screen(HardwareScreen())
+        self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())
+
+    def start_run(self, config: RunConfig) -> MonitorScreen:
+        """Start training `config` on the engine thread and show its Monitor."""
+        monitor = MonitorScreen(bridge=self.bridge)
+        self.push_screen(monitor)
+        self.bridge.start_run(config)
+        return monitor
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, MonitorScreen) and screen.bridge is not None:
+                screen.apply(message.event)
+
+    def on_unmount(self) -> None:
+        if self._bridge is not None:
+            self._bridge.close()  # a run in progress stops with a checkpoint
 
 
-def make_app() -> LightLMApp:
+def make_app(monitor_dir: Path | None = None) -> LightLMApp:
     """The app as the CLI and the tests build it."""
-    return LightLMApp()
+    return LightLMApp(monitor_dir)
 
 
-def run_app() -> int:
+def run_app(monitor_dir: Path | None = None) -> int:
     """Run the app in this terminal; returns the exit code."""
     # Stale COLUMNS/LINES (common after resizing an SSH session) would freeze the app's size.
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
-    make_app().run()
+    make_app(monitor_dir).run()
     return 0

@@ -15,9 +15,27 @@ def main(argv: list[str] | None = None) -> int:
         from lightlm_tui.app import run_app
 
         return run_app()
+    if argv[0] == "monitor":
+        return _monitor(argv[1:])
     from engine.cli import main as cli_main
 
     return cli_main(argv)
+
+
+def _monitor(argv: list[str]) -> int:
+    """`lightlm-tui monitor RUN_DIR`: the Monitor on any run directory (live or finished)."""
+    from pathlib import Path
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        sys.stderr.write("usage: lightlm-tui monitor RUN_DIR\n")
+        return 2
+    run_dir = Path(argv[0])
+    if not (run_dir / "events.jsonl").is_file():
+        sys.stderr.write(f"lightlm-tui: {run_dir} has no events.jsonl; is it a run directory?\n")
+        return 2
+    from lightlm_tui.app import run_app
+
+    return run_app(run_dir)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,18 @@ def test_float16_trains_with_a_grad_scaler_that_resumes(tiny_run_config, tmp_pat
     second, finished, _ = train(config, tmp_path / "run", resume=True)
     assert finished.status == "completed" and second.scaler.get_scale() > 0
     assert all(math.isfinite(loss) for loss in first.losses + second.losses)
+
+
+def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, tmp_path):
+    """Evaluations in the middle of a reporting window must not change the reported speed
+    (the bug this guards against counted all the window's steps over only part of its time)."""
+    import statistics
+
+    def reported_speed(eval_interval, name):
+        config = tiny_run_config(max_steps=60, eval_interval=eval_interval, log_interval=20, eval_batches=8)
+        _, _, events = train(config, tmp_path / name)
+        return statistics.median(e.tokens_per_s for e in events if isinstance(e, StepMetrics))
+
+    plain = reported_speed(0, "plain")
+    with_evals = reported_speed(10, "evals")  # evaluations at steps 10, 30, 50: mid-window
+    assert 0.6 < with_evals / plain < 1.5, (plain, with_evals)

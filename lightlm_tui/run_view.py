@@ -1,0 +1,78 @@
+"""What the Monitor shows, folded from events: pure data, no widgets, so it is easy to test.
+
+Series are kept in bounded deques (O(1) per point); `decimate` cuts a series to about two
+points per screen column (min and max of each bucket) before it is drawn.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.events import CheckpointSaved, EngineError, EvalResult, Event, LogLine, RunFinished, RunStarted, StepMetrics
+
+MAX_POINTS = 20_000
+
+
+@dataclass
+class RunView:
+    run_dir: str = ""
+    params: int = 0
+    total_steps: int = 0
+    device: str = ""
+    dtype: str = ""
+    last: StepMetrics | None = None
+    last_eval: EvalResult | None = None
+    finished: RunFinished | None = None
+    paused: bool = False
+    loss: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
+    val_loss: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
+    tokens_per_s: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
+    ram_mb: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
+    checkpoints: list = field(default_factory=list)
+    log: deque = field(default_factory=lambda: deque(maxlen=500))
+
+    def apply(self, event: Event) -> None:
+        """Fold one event into the view."""
+        if isinstance(event, RunStarted):
+            self.run_dir, self.params, self.total_steps = event.run_dir, event.params, event.total_steps
+            self.device, self.dtype, self.finished = event.device, event.dtype, None
+        elif isinstance(event, StepMetrics):
+            self.last = event
+            self.loss.append((event.step, event.loss))
+            self.tokens_per_s.append((event.step, event.tokens_per_s))
+            self.ram_mb.append((event.step, event.vram_mb or event.ram_mb))
+        elif isinstance(event, EvalResult):
+            self.last_eval = event
+            self.val_loss.append((event.step, event.val_loss))
+        elif isinstance(event, CheckpointSaved):
+            self.checkpoints.append(event)
+        elif isinstance(event, LogLine):
+            self.log.append(f"{event.level}: {event.text}" if event.level != "info" else event.text)
+            if event.text in ("paused", "resumed"):
+                self.paused = event.text == "paused"
+        elif isinstance(event, EngineError):
+            self.log.append(f"error: {event.message}")
+        elif isinstance(event, RunFinished):
+            self.finished = event
+            self.paused = False
+
+    @property
+    def progress(self) -> float:
+        if not self.total_steps or self.last is None:
+            return 0.0
+        return min(1.0, self.last.step / self.total_steps)
+
+
+def decimate(points, columns: int) -> list[float]:
+    """About two values per column: each bucket's min and max, in step order."""
+    values = [v for _, v in points]
+    if len(values) <= 2 * columns or columns <= 0:
+        return values
+    size = len(values) / columns
+    out: list[float] = []
+    for i in range(columns):
+        bucket = values[int(i * size): int((i + 1) * size)] or [values[-1]]
+        low, high = min(bucket), max(bucket)
+        out.extend((low, high) if bucket.index(low) <= bucket.index(high) else (high, low))
+    return out

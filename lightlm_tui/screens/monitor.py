@@ -1,0 +1,186 @@
+"""The Monitor: a run's progress, metrics, loss / throughput / memory graphs, checkpoints and log.
+
+It shows a live run (events from the engine bridge) or any run directory, by following its
+events.jsonl the way `tail -f` does, so a run started headless, under nohup, or in a terminal
+that died can be watched or replayed. Events only update the RunView; widgets redraw from it
+on a timer (4 Hz), so a fast run never floods the screen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+
+from engine.events import event_from_dict
+from engine.progress import format_duration
+from lightlm_tui.run_view import RunView, decimate
+
+REDRAW_HZ = 4
+
+
+class MonitorScreen(Screen):
+    """Watches one run. `bridge` (live) enables pause / save / eval / stop."""
+
+    BINDINGS = [
+        Binding("p", "pause", "Pause/resume"),
+        Binding("s", "save", "Save now"),
+        Binding("e", "eval", "Eval now"),
+        Binding("x", "stop", "Stop"),
+    ]
+    DEFAULT_CSS = """
+    MonitorScreen #status { height: 1; padding: 0 1; }
+    MonitorScreen #progress { height: 1; padding: 0 1; }
+    MonitorScreen #body { height: 1fr; }
+    MonitorScreen #metrics { width: 34; padding: 0 1; border-right: solid $primary-darken-2; }
+    MonitorScreen #graphs { width: 1fr; padding: 0 1; }
+    MonitorScreen .graph-label { height: 1; color: $text-muted; }
+    MonitorScreen Sparkline { height: 3; margin-bottom: 0; }
+    MonitorScreen #log { height: 6; border-top: solid $primary-darken-2; }
+    """
+
+    def __init__(self, run_dir: Path | None = None, bridge=None) -> None:
+        super().__init__()
+        self.view = RunView()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.bridge = bridge
+        self._offset = 0  # how far into events.jsonl we have read
+        self._log_shown = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("waiting for the run to start...", id="status")
+        yield ProgressBar(id="progress", show_eta=False)
+        with Horizontal(id="body"):
+            yield Static("", id="metrics")
+            with Vertical(id="graphs"):
+                yield Label("loss", id="loss-label", classes="graph-label")
+                yield Sparkline([], id="loss")
+                yield Label("tokens/s", id="speed-label", classes="graph-label")
+                yield Sparkline([], id="speed")
+                yield Label("memory", id="memory-label", classes="graph-label")
+                yield Sparkline([], id="memory")
+        yield RichLog(id="log", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "LightLM - monitor"
+        if self.run_dir is not None:
+            self.follow_file()
+            self.set_interval(0.5, self.follow_file)
+        self.set_interval(1 / REDRAW_HZ, self.redraw)
+        self.redraw()
+
+    # ----- input --------------------------------------------------------------------------
+    def apply(self, event) -> None:
+        """Fold an engine event into the view (the next redraw shows it)."""
+        self.view.apply(event)
+
+    def follow_file(self) -> None:
+        path = self.run_dir / "events.jsonl"
+        if not path.is_file():
+            return
+        with open(path, encoding="utf-8") as handle:
+            handle.seek(self._offset)
+            while True:
+                line = handle.readline()
+                if not line.endswith("\n"):
+                    break  # a line still being written: read it whole next time
+                self._offset = handle.tell()
+                try:
+                    self.view.apply(event_from_dict(json.loads(line)))
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    # ----- drawing ------------------------------------------------------------------------
+    def redraw(self) -> None:
+        view = self.view
+        self.query_one("#status", Static).update(self._status_line())
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
+        self.query_one("#metrics", Static).update(self._metrics_text())
+        columns = max(10, self.query_one("#graphs").size.width - 2)
+        for key, series, unit in (("loss", view.loss, ""), ("speed", view.tokens_per_s, ""),
+                                  ("memory", view.ram_mb, " MB")):
+            values = decimate(series, columns)
+            self.query_one(f"#{key}", Sparkline).data = values
+            label = {"loss": "train loss", "speed": "tokens/s", "memory": "memory"}[key]
+            if values:
+                fmt = "{:,.3f}" if key == "loss" else "{:,.0f}"
+                self.query_one(f"#{key}-label", Label).update(
+                    f"{label} {fmt.format(series[-1][1])}{unit}  "
+                    f"min {fmt.format(min(values))} max {fmt.format(max(values))}"
+                )
+        log = self.query_one("#log", RichLog)
+        lines = list(view.log)
+        for line in lines[self._log_shown:]:
+            log.write(line)
+        self._log_shown = len(lines)
+
+    def _status_line(self) -> str:
+        view = self.view
+        if view.finished is not None:
+            f = view.finished
+            figures = f" | val bpb {f.val_bpb:.4f}" if f.val_bpb is not None else ""
+            return f"finished ({f.status}) at step {f.step} in {format_duration(f.wall_s)}{figures}"
+        if view.last is None:
+            return f"starting {view.run_dir}..." if view.run_dir else "waiting for the run to start..."
+        state = "paused" if view.paused else "training"
+        return (f"{state}: step {view.last.step}/{view.total_steps} | ETA {format_duration(view.last.eta_s)}"
+                f" | {view.run_dir}")
+
+    def _metrics_text(self) -> str:
+        view, m = self.view, self.view.last
+        if m is None:
+            return ""
+        lines = [
+            f"step      {m.step:,} / {view.total_steps:,}",
+            f"epoch     {m.epoch:.2f}",
+            f"loss      {m.loss:.4f}",
+            f"lr        {m.lr:.2e}",
+            f"grad norm {m.grad_norm:.3f}",
+            f"tokens/s  {m.tokens_per_s:,.0f}",
+            f"MFU       {m.mfu:.0%}",
+            f"RAM       {m.ram_mb:,.0f} MB",
+        ]
+        if m.vram_mb:
+            lines.append(f"VRAM      {m.vram_mb:,.0f} MB (peak {m.vram_peak_mb:,.0f})")
+        if m.gpu_util is not None:
+            lines.append(f"GPU       {m.gpu_util:.0f} %")
+        if view.last_eval is not None:
+            e = view.last_eval
+            lines.append(f"val loss  {e.val_loss:.4f} (step {e.step})")
+            lines.append(f"val bpb   {e.val_bpb:.4f}")
+        if view.checkpoints:
+            lines.append(f"saved     step {view.checkpoints[-1].step} ({len(view.checkpoints)} total)")
+        return "\n".join(lines)
+
+    # ----- keys ---------------------------------------------------------------------------
+    def _control(self, name: str) -> None:
+        if self.bridge is None or not self.bridge.busy:
+            self.notify("This view follows a run directory; it cannot control the run.", severity="warning")
+            return
+        self.bridge.control(name)
+
+    def action_pause(self) -> None:
+        self._control("resume" if self.view.paused else "pause")
+
+    def action_save(self) -> None:
+        self._control("save")
+
+    def action_eval(self) -> None:
+        self._control("eval")
+
+    def action_stop(self) -> None:
+        from lightlm_tui.dialogs.confirm import ConfirmDialog
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self._control("stop")
+
+        self.app.push_screen(ConfirmDialog("Stop the run? A checkpoint is saved and it can be resumed."), decided)

@@ -1,0 +1,80 @@
+"""The Monitor, driven with the pilot: replaying a run directory and watching a live run."""
+
+import asyncio
+
+from textual.widgets import Static
+
+from engine.trainer import Trainer
+from lightlm_tui.app import make_app
+from lightlm_tui.launcher import main as launcher_main
+from lightlm_tui.screens.monitor import MonitorScreen
+
+
+async def wait_for(condition, pilot, timeout=120.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the screen"
+        await pilot.pause(0.05)
+
+
+def status_text(app) -> str:
+    from textual.css.query import NoMatches
+
+    try:
+        return str(app.screen.query_one("#status", Static).render())
+    except NoMatches:  # the screen is still being mounted
+        return ""
+
+
+async def test_monitor_replays_a_finished_run(tiny_run_config, tmp_path):
+    from engine.run_dir import EventLog
+
+    run_dir = tmp_path / "run"
+    log = EventLog(run_dir)
+    Trainer(tiny_run_config(max_steps=30), run_dir, log.write, threads=1).run()
+    log.close()
+    app = make_app(monitor_dir=run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: "finished (completed) at step 30" in status_text(app), pilot)
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen)
+        metrics = str(screen.query_one("#metrics", Static).render())
+        assert "step      30 / 30" in metrics and "val bpb" in metrics
+        assert len(screen.view.loss) == 30 and screen.view.loss[-1][1] < screen.view.loss[0][1]
+        await pilot.press("x")  # a replayed run cannot be controlled: the app says so, nothing breaks
+        await pilot.press("y")
+        await pilot.pause()
+
+
+async def test_live_run_from_the_app_shows_falling_loss_and_finishes(tiny_run_config):
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        monitor = app.start_run(tiny_run_config(max_steps=80, eval_interval=40))
+        await wait_for(lambda: "finished (completed)" in status_text(app), pilot)
+        view = monitor.view
+        assert view.last.step == 80 and view.finished.status == "completed"
+        assert view.loss[-1][1] < view.loss[0][1] - 0.5
+        assert len(view.val_loss) == 2
+
+
+async def test_stop_asks_first_then_stops_with_a_checkpoint(tiny_run_config):
+    from engine.checkpoint import load_latest
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = app.start_run(tiny_run_config(max_steps=100_000, eval_interval=0))
+        await wait_for(lambda: monitor.view.last is not None, pilot)
+        await pilot.press("x")
+        await pilot.press("n")  # changed my mind: it keeps training
+        await pilot.pause(0.3)
+        assert monitor.view.finished is None
+        await pilot.press("x")
+        await pilot.press("y")
+        await wait_for(lambda: monitor.view.finished is not None, pilot)
+        assert monitor.view.finished.status == "stopped"
+        assert load_latest(monitor.view.run_dir).state.step == monitor.view.finished.step
+
+
+def test_monitor_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert launcher_main(["monitor", str(tmp_path)]) == 2
+    assert "has no events.jsonl" in capsys.readouterr().err
