@@ -8,9 +8,10 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from engine.config import RunConfig
+from engine.config import RunConfig, load_preset
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
+from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
 
@@ -35,6 +36,14 @@ class LightLMApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())
+
+    def show_config(self, config: RunConfig | None = None) -> ConfigScreen:
+        """The Config screen, on `config` or the laptop preset (the first run's best start)."""
+        import psutil
+
+        screen = ConfigScreen(config or load_preset("laptop"), ram_bytes=psutil.virtual_memory().total)
+        self.push_screen(screen)
+        return screen
 
     def start_run(self, config: RunConfig) -> MonitorScreen:
         """Start training `config` on the engine thread and show its Monitor."""

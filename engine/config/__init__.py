@@ -15,7 +15,7 @@ from engine.config.toml_io import (
     loads_config,
     save_config,
 )
-from engine.config.validate import validate
+from engine.config.validate import field_problems, validate
 
 __all__ = [
     "ConfigError",
@@ -29,6 +29,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "dumps_config",
+    "field_problems",
     "list_presets",
     "load_config",
     "load_preset",

@@ -33,6 +33,12 @@ def validate(config: RunConfig, *, cuda_available: bool | None = None) -> list[C
     return problems
 
 
+def field_problems(config: RunConfig) -> list[ConfigProblem]:
+    """Only the problems of single values (bounds, allowed choices, finiteness): the ones an
+    editor refuses outright, as opposed to rules that tie fields together."""
+    return [p for section in SECTIONS for p in _field_bounds(section, getattr(config, section))]
+
+
 def _field_bounds(section: str, values: object) -> list[ConfigProblem]:
     found = []
     for f in dataclasses.fields(values):

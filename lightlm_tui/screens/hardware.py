@@ -28,7 +28,7 @@ def run_probe() -> object:
 class HardwareScreen(Screen):
     """Runs `lightlm-tui check` in a worker thread and shows every check with its sentence."""
 
-    BINDINGS = [Binding("r", "recheck", "Re-check")]
+    BINDINGS = [Binding("c", "continue", "Continue"), Binding("r", "recheck", "Re-check")]
     DEFAULT_CSS = """
     HardwareScreen #summary { padding: 0 1; height: auto; }
     HardwareScreen DataTable { height: 1fr; }
@@ -52,6 +52,12 @@ class HardwareScreen(Screen):
         table.add_column("check", key="check", width=NAME_WIDTH)
         table.add_column("finding", key="finding")
         self.check_machine()
+
+    def action_continue(self) -> None:
+        self.app.show_config()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_continue()  # Enter continues too
 
     def action_recheck(self) -> None:
         self.query_one("#summary", Static).update("Checking this machine...")
@@ -81,5 +87,6 @@ class HardwareScreen(Screen):
         verdict = {"ok": "Ready to train.", "warn": "Ready to train (see the warnings).",
                    "fail": "Fix the failed checks before training."}[report.worst]
         self.query_one("#summary", Static).update(
-            f"{verdict}  {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} failed.  r: re-check"
+            f"{verdict}  {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} failed.  "
+            "Enter / c: continue, r: re-check"
         )

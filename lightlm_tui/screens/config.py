@@ -1,0 +1,237 @@
+"""The Config screen: every model / train / data setting in one table, edited in place.
+
+Enter on a row edits it: booleans toggle, everything else opens the edit bar under the table
+(prefilled; Enter applies, Esc cancels). A value of the wrong type or out of bounds is refused
+with its message and not applied. Rules that tie fields together are applied but listed under
+the table until fixed, and they block Start. The side panel recomputes size, FLOPs and memory
+on every change. Keys: p presets, l load TOML, w write TOML, t start training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from engine.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_to_dict,
+    field_problems,
+    load_config,
+    save_config,
+    validate,
+)
+from engine.config.schema import SECTIONS
+from engine.estimates import flops_per_token, parameter_count, training_memory
+
+
+def _display(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+class ConfigScreen(Screen):
+    """Edits one RunConfig; `self.config` is always the applied state."""
+
+    BINDINGS = [
+        Binding("p", "presets", "Presets"),
+        Binding("l", "load", "Load"),
+        Binding("w", "save", "Save"),
+        Binding("t", "start", "Start"),
+        Binding("escape", "cancel_edit", "Cancel", show=False),
+    ]
+    DEFAULT_CSS = """
+    ConfigScreen #main { height: 1fr; }
+    ConfigScreen #settings { width: 1fr; }
+    ConfigScreen #table { height: 1fr; }
+    ConfigScreen #side { width: 30; padding: 0 1; border-left: solid $primary-darken-2; }
+    ConfigScreen #editor { display: none; }
+    ConfigScreen #editor.editing { display: block; }
+    ConfigScreen #message { height: auto; max-height: 6; padding: 0 1; color: $error; }
+    ConfigScreen #message.ok { color: $success; }
+    """
+
+    def __init__(self, config: RunConfig, ram_bytes: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.ram_bytes = ram_bytes
+        self.editing: str | None = None  # "section.key", "load" or "save" while the edit bar is open
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            with Vertical(id="settings"):
+                yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+                yield Input(id="editor")
+                yield Static("", id="message")
+            yield Static("", id="side")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"LightLM - config ({self.config.name or 'unnamed'})"
+        table = self.query_one(DataTable)
+        table.add_column("setting", key="setting", width=28)
+        table.add_column("value", key="value")
+        self.refresh_all()
+        table.focus()
+
+    # ----- showing ------------------------------------------------------------------------
+    def refresh_all(self) -> None:
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        data = config_to_dict(self.config)
+        for section in SECTIONS:
+            table.add_row(Text(f"[{section}]", style="bold"), "", key=f"section:{section}")
+            for key, value in data[section].items():
+                table.add_row(f"  {key}", _display(value), key=f"{section}.{key}")
+        table.move_cursor(row=min(cursor, table.row_count - 1))
+        self.show_problems()
+        self.query_one("#side", Static).update(self.side_text())
+
+    def show_problems(self, refused: str = "") -> None:
+        problems = validate(self.config)
+        message = self.query_one("#message", Static)
+        lines = [f"not applied: {refused}"] if refused else []
+        lines += [str(p) for p in problems]
+        message.set_class(not lines, "ok")
+        message.update("\n".join(lines) if lines else "config ok: t starts training")
+
+    def side_text(self) -> str:
+        m, t = self.config.model, self.config.train
+        memory = training_memory(m, t)
+        ram = f" of {self.ram_bytes / 2**30:.0f} GiB" if self.ram_bytes else ""
+        return "\n".join([
+            "parameters",
+            f"  {parameter_count(m):,}",
+            "FLOPs per token",
+            f"  {flops_per_token(m, t.max_seq_len):,}",
+            "tokens per step",
+            f"  {t.tokens_per_step:,}",
+            "training memory",
+            f"  {memory.total / 2**20:,.0f} MiB{ram}",
+            f"  weights {memory.weights / 2**20:,.1f}",
+            f"  AdamW   {memory.optimizer / 2**20:,.1f}",
+            f"  activ.  {memory.activations / 2**20:,.1f}",
+        ])
+
+    # ----- editing ------------------------------------------------------------------------
+    def selected_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return None if key is None or key.startswith("section:") else key
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_edit()  # Enter on a row
+
+    def action_edit(self) -> None:
+        key = self.selected_key()
+        if key is None:
+            return
+        section, name = key.split(".", 1)
+        value = getattr(getattr(self.config, section), name)
+        if isinstance(value, bool):
+            self.apply_text(key, "false" if value else "true")
+            return
+        self.open_editor(key, _display(value), f"{key} = ")
+
+    def open_editor(self, mode: str, text: str, placeholder: str) -> None:
+        self.editing = mode
+        editor = self.query_one("#editor", Input)
+        editor.placeholder = placeholder
+        editor.value = text
+        editor.add_class("editing")
+        editor.focus()
+
+    def action_cancel_edit(self) -> None:
+        self.close_editor()
+
+    def close_editor(self) -> None:
+        self.editing = None
+        editor = self.query_one("#editor", Input)
+        editor.remove_class("editing")
+        self.query_one(DataTable).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        mode, text = self.editing, event.value
+        self.close_editor()
+        if mode == "load":
+            self.load(Path(text).expanduser())
+        elif mode == "save":
+            self.save(Path(text).expanduser())
+        elif mode:
+            self.apply_text(mode, text)
+
+    def apply_text(self, key: str, text: str) -> bool:
+        """Apply `key = text` if the value itself is valid; returns whether it was applied."""
+        try:
+            candidate = apply_overrides(self.config, [f"{key}={text}"])
+        except ConfigError as exc:
+            self.show_problems(refused="; ".join(str(p) for p in exc.problems))
+            return False
+        own = [p for p in field_problems(candidate) if p.field == key]
+        if own:
+            self.show_problems(refused=str(own[0]))
+            return False
+        self.config = candidate
+        self.refresh_all()
+        return True
+
+    # ----- files and presets ----------------------------------------------------------------
+    def action_load(self) -> None:
+        self.open_editor("load", "", "path of a TOML run config to load")
+
+    def action_save(self) -> None:
+        self.open_editor("save", f"{self.config.name or 'run'}.toml", "path to write the TOML run config to")
+
+    def load(self, path: Path) -> None:
+        try:
+            self.set_config(load_config(path))
+        except ConfigError as exc:
+            self.show_problems(refused=str(exc).replace("\n", " "))
+            return
+        self.notify(f"loaded {path}")
+
+    def save(self, path: Path) -> None:
+        try:
+            save_config(self.config, path)
+        except OSError as exc:
+            self.show_problems(refused=f"cannot write {path}: {exc.strerror or exc}")
+            return
+        self.notify(f"saved {path}")
+
+    def set_config(self, config: RunConfig) -> None:
+        self.config = config
+        self.title = f"LightLM - config ({config.name or 'unnamed'})"
+        self.refresh_all()
+
+    def action_presets(self) -> None:
+        from lightlm_tui.dialogs.presets import PresetDialog
+
+        def chosen(config: RunConfig | None) -> None:
+            if config is not None:
+                self.set_config(config)
+                self.notify(f"preset {config.name} loaded")
+
+        self.app.push_screen(PresetDialog(), chosen)
+
+    def action_start(self) -> None:
+        problems = validate(self.config)
+        if problems:
+            self.show_problems()
+            self.notify(f"{len(problems)} problem(s) to fix before training", severity="error")
+            return
+        self.app.start_run(dataclasses.replace(self.config))
