@@ -1,6 +1,5 @@
 """The Config screen, driven with the pilot: edit, refuse, list problems, presets, save, start."""
 
-import asyncio
 import dataclasses
 
 from textual.widgets import DataTable, Static
@@ -9,13 +8,9 @@ from engine.config import load_config, load_preset
 from lightlm_tui.app import make_app
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.monitor import MonitorScreen
+from tui_helpers import wait_for
 
 
-async def wait_for(condition, pilot, timeout=120.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the screen"
-        await pilot.pause(0.05)
 
 
 def cell(screen, key) -> str:

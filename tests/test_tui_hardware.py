@@ -1,17 +1,11 @@
 """The app, driven with Textual's pilot: the hardware screen shows the real checks."""
 
-import asyncio
-
 from textual.widgets import DataTable, Static
 
 from lightlm_tui.app import make_app
+from tui_helpers import wait_for
 
 
-async def wait_for(condition, pilot, timeout=60.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the screen"
-        await pilot.pause(0.05)
 
 
 async def test_hardware_screen_shows_every_check():

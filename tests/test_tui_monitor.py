@@ -1,20 +1,14 @@
 """The Monitor, driven with the pilot: replaying a run directory and watching a live run."""
 
-import asyncio
-
 from textual.widgets import Static
 
 from engine.trainer import Trainer
 from lightlm_tui.app import make_app
 from lightlm_tui.launcher import main as launcher_main
 from lightlm_tui.screens.monitor import MonitorScreen
+from tui_helpers import wait_for
 
 
-async def wait_for(condition, pilot, timeout=120.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the screen"
-        await pilot.pause(0.05)
 
 
 def status_text(app) -> str:
