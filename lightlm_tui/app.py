@@ -9,11 +9,13 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine.config import RunConfig, load_preset
+from engine.events import EngineError, GeneratedText
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
+from lightlm_tui.screens.playground import PlaygroundScreen
 
 
 class LightLMApp(App):
@@ -52,10 +54,19 @@ class LightLMApp(App):
         self.bridge.start_run(config)
         return monitor
 
+    def show_playground(self, run_dir: Path) -> PlaygroundScreen:
+        """Sample from `run_dir`'s latest checkpoint."""
+        screen = PlaygroundScreen(run_dir, self.bridge)
+        self.push_screen(screen)
+        return screen
+
     def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
         for screen in self.screen_stack:
-            if isinstance(screen, MonitorScreen) and screen.bridge is not None:
-                screen.apply(message.event)
+            if isinstance(event, (GeneratedText, EngineError)) and isinstance(screen, PlaygroundScreen):
+                screen.apply(event)
+            elif isinstance(screen, MonitorScreen) and screen.bridge is not None and not isinstance(event, GeneratedText):
+                screen.apply(event)
 
     def on_unmount(self) -> None:
         if self._bridge is not None:

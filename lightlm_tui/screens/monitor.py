@@ -32,6 +32,7 @@ class MonitorScreen(Screen):
         Binding("s", "save", "Save now"),
         Binding("e", "eval", "Eval now"),
         Binding("x", "stop", "Stop"),
+        Binding("g", "playground", "Generate"),
     ]
     DEFAULT_CSS = """
     MonitorScreen #status { height: 1; padding: 0 1; }
@@ -175,6 +176,13 @@ class MonitorScreen(Screen):
 
     def action_eval(self) -> None:
         self._control("eval")
+
+    def action_playground(self) -> None:
+        run_dir = self.run_dir or (Path(self.view.run_dir) if self.view.run_dir else None)
+        if run_dir is None or not self.view.checkpoints and self.view.finished is None:
+            self.notify("no checkpoint to sample from yet; press s to save one", severity="warning")
+            return
+        self.app.show_playground(run_dir)
 
     def action_stop(self) -> None:
         from lightlm_tui.dialogs.confirm import ConfirmDialog

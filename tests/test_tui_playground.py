@@ -1,0 +1,49 @@
+"""The Playground, driven with the pilot: a prompt in, streamed text out, bad settings refused."""
+
+from textual.widgets import Static
+
+from engine.run_dir import EventLog
+from engine.trainer import Trainer
+from lightlm_tui.app import make_app
+from lightlm_tui.screens.playground import PlaygroundScreen
+from tui_helpers import wait_for
+
+
+def trained_run(config, run_dir):
+    log = EventLog(run_dir)
+    Trainer(config, run_dir, log.write, threads=1).run()
+    log.close()
+    return run_dir
+
+
+async def test_playground_returns_text_from_the_latest_checkpoint(tiny_run_config, tmp_path):
+    run_dir = trained_run(tiny_run_config(max_steps=20, eval_interval=0), tmp_path / "run")
+    app = make_app(monitor_dir=run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.screen.view.finished is not None, pilot)
+        await pilot.press("g")
+        await wait_for(lambda: isinstance(app.screen, PlaygroundScreen), pilot)
+        screen = app.screen
+        screen.query_one("#prompt").value = "The "
+        screen.query_one("#max_new_tokens").value = "30"
+        screen.query_one("#seed").value = "1"
+        await pilot.press("enter")
+        await wait_for(lambda: not screen.generating and screen.text, pilot)
+        state = str(screen.query_one("#state", Static).render())
+        assert state.startswith("done:")
+        assert str(screen.query_one("#output", Static).render()).startswith("The ")
+        assert len(screen.text) > 0
+
+
+async def test_bad_sampling_settings_are_refused(tiny_run_config, tmp_path):
+    run_dir = trained_run(tiny_run_config(max_steps=5, eval_interval=0), tmp_path / "run")
+    app = make_app(monitor_dir=run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.show_playground(run_dir)
+        await wait_for(lambda: app.screen is screen and screen.is_mounted, pilot)
+        await pilot.pause()
+        screen.query_one("#temperature").value = "hot"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "not started: temp must be a number, not 'hot'" in str(screen.query_one("#state", Static).render())
+        assert not screen.generating
