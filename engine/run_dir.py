@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.events import Event, event_from_dict
@@ -64,3 +65,43 @@ def read_events(run_dir: Path) -> Iterator[Event]:
                 yield event_from_dict(json.loads(line))
             except (ValueError, KeyError, TypeError):
                 continue
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line about a run, from its events.jsonl: for run lists."""
+
+    path: Path
+    name: str
+    status: str  # completed | stopped | failed | unfinished (running now, or killed)
+    step: int
+    total_steps: int
+    best_val_bpb: float | None
+    last_event_time: float
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    """What a run's events say about it (a missing or empty log reads as unfinished, step 0)."""
+    run_dir = Path(run_dir)
+    status, step, total, best = "unfinished", 0, 0, None
+    for event in read_events(run_dir):
+        if event.type == "run_started":
+            total, status = event.total_steps, "unfinished"
+        elif event.type == "step":
+            step = event.step
+        elif event.type == "eval":
+            best = event.val_bpb if best is None else min(best, event.val_bpb)
+        elif event.type == "finished":
+            status, step = event.status, event.step
+    log = run_dir / EVENTS_FILE
+    return RunSummary(run_dir, run_dir.name, status, step, total, best,
+                      log.stat().st_mtime if log.exists() else 0.0)
+
+
+def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunSummary]:
+    """Every run directory under `runs_dir` (those with a config.toml), newest first."""
+    root = Path(runs_dir).expanduser()
+    if not root.is_dir():
+        return []
+    runs = [summarize_run(p) for p in root.iterdir() if (p / "config.toml").is_file()]
+    return sorted(runs, key=lambda r: r.last_event_time, reverse=True)

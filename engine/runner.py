@@ -40,6 +40,12 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class Export:
+    run_dir: Path
+    out_dir: Path | None = None  # None: RUN_DIR/export/hf
+
+
+@dataclass(frozen=True)
 class Pause: ...
 
 
@@ -137,6 +143,8 @@ class EngineRunner:
                     self._run(command)
                 elif isinstance(command, Generate):
                     self._generate(command)
+                elif isinstance(command, Export):
+                    self._export(command)
                 else:
                     self.listener(EngineError(f"unknown command {command!r}", recoverable=True))
             except Exception as exc:  # the thread must survive anything a command does
@@ -165,6 +173,17 @@ class EngineRunner:
             with self._lock:
                 self._trainer = None
             log.close()
+
+    def _export(self, command: Export) -> None:
+        from engine.errors import UserFacingError
+        from engine.export import export_hf
+
+        try:
+            target = export_hf(command.run_dir, command.out_dir)
+        except UserFacingError as exc:
+            self.listener(EngineError(str(exc), recoverable=True))
+            return
+        self.listener(LogLine("info", f"exported {command.run_dir} to {target}"))
 
     def _generate(self, command: Generate) -> None:
         from engine.generation import SamplingSettings, generate_text, load_run

@@ -9,20 +9,25 @@ from textual.app import App
 from textual.binding import Binding
 
 from engine.config import RunConfig, load_preset
-from engine.events import EngineError, GeneratedText
+from engine.events import EngineError, GeneratedText, LogLine
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
 from lightlm_tui.screens.playground import PlaygroundScreen
+from lightlm_tui.screens.runs import RunsScreen
 
 
 class LightLMApp(App):
     """LightLM TUI. Starts on the hardware screen, or on the Monitor of `monitor_dir`."""
 
     TITLE = "LightLM"
-    BINDINGS = [Binding("q", "quit", "Quit"), Binding("ctrl+c", "quit", "Quit", show=False)]
+    BINDINGS = [
+        Binding("o", "runs", "Runs"),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
+    ]
 
     def __init__(self, monitor_dir: Path | None = None) -> None:
         super().__init__()
@@ -47,12 +52,21 @@ class LightLMApp(App):
         self.push_screen(screen)
         return screen
 
-    def start_run(self, config: RunConfig) -> MonitorScreen:
-        """Start training `config` on the engine thread and show its Monitor."""
+    def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen:
+        """Start (or resume) training `config` on the engine thread and show its Monitor."""
         monitor = MonitorScreen(bridge=self.bridge)
         self.push_screen(monitor)
-        self.bridge.start_run(config)
+        self.bridge.start_run(config, run_dir, resume)
         return monitor
+
+    def action_runs(self, runs_dir: Path | None = None) -> RunsScreen:
+        """The runs under `runs_dir` (default: the current config's, else ./runs)."""
+        if runs_dir is None:
+            config = next((s.config for s in reversed(self.screen_stack) if isinstance(s, ConfigScreen)), None)
+            runs_dir = Path(config.train.runs_dir if config else "runs")
+        screen = RunsScreen(runs_dir)
+        self.push_screen(screen)
+        return screen
 
     def show_playground(self, run_dir: Path) -> PlaygroundScreen:
         """Sample from `run_dir`'s latest checkpoint."""
@@ -62,6 +76,10 @@ class LightLMApp(App):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        if isinstance(event, LogLine) and event.text.startswith("exported "):
+            self.notify(event.text)
+        elif isinstance(event, EngineError) and event.recoverable and not self.bridge.busy:
+            self.notify(event.message, severity="error")
         for screen in self.screen_stack:
             if isinstance(event, (GeneratedText, EngineError)) and isinstance(screen, PlaygroundScreen):
                 screen.apply(event)

@@ -33,6 +33,7 @@ class MonitorScreen(Screen):
         Binding("e", "eval", "Eval now"),
         Binding("x", "stop", "Stop"),
         Binding("g", "playground", "Generate"),
+        Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
     MonitorScreen #status { height: 1; padding: 0 1; }
@@ -176,6 +177,10 @@ class MonitorScreen(Screen):
 
     def action_eval(self) -> None:
         self._control("eval")
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:  # not when the Monitor is the app's first screen
+            self.app.pop_screen()
 
     def action_playground(self) -> None:
         run_dir = self.run_dir or (Path(self.view.run_dir) if self.view.run_dir else None)

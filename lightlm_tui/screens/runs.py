@@ -1,0 +1,99 @@
+"""The Runs screen: every run under runs_dir with its status, progress and best val bits/byte.
+
+Enter opens a run in the Monitor (following its events.jsonl), r resumes it from its latest
+checkpoint, x exports it for Hugging Face (on the engine thread), g samples from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.config import ConfigError, load_config
+from engine.run_dir import list_runs
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("r", "resume", "Resume"),
+        Binding("x", "export", "Export"),
+        Binding("g", "playground", "Generate"),
+        Binding("f5", "reload", "Reload"),
+        Binding("escape", "app.pop_screen", "Back"),
+    ]
+    DEFAULT_CSS = """
+    RunsScreen #where { height: 1; padding: 0 1; }
+    RunsScreen DataTable { height: 1fr; }
+    """
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = Path(runs_dir)
+        self.paths: dict[str, Path] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="where")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "LightLM - runs"
+        table = self.query_one(DataTable)
+        for label in ("run", "status", "steps", "best val bpb"):
+            table.add_column(label, key=label)
+        self.action_reload()
+        table.focus()
+
+    def action_reload(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        runs = list_runs(self.runs_dir)
+        self.paths = {str(r.path): r.path for r in runs}
+        for run in runs:
+            bpb = f"{run.best_val_bpb:.4f}" if run.best_val_bpb is not None else "-"
+            table.add_row(run.name, run.status, f"{run.step:,} / {run.total_steps:,}", bpb, key=str(run.path))
+        count = f"{len(runs)} run(s)" if runs else "no runs yet"
+        self.query_one("#where", Static).update(f"{count} in {self.runs_dir.resolve()}")
+
+    def selected(self) -> Path | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return self.paths[table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        from lightlm_tui.screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(self.paths[event.row_key.value]))
+
+    def action_resume(self) -> None:
+        run_dir = self.selected()
+        if run_dir is None:
+            return
+        if self.app.bridge.busy:
+            self.notify("a run is already training; stop it first", severity="warning")
+            return
+        try:
+            config = load_config(run_dir / "config.toml")
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.app.start_run(config, run_dir=run_dir, resume=True)
+
+    def action_export(self) -> None:
+        from engine.runner import Export
+
+        run_dir = self.selected()
+        if run_dir is not None:
+            self.app.bridge.runner.submit(Export(run_dir))
+            self.notify(f"exporting {run_dir.name} to {run_dir / 'export' / 'hf'}...")
+
+    def action_playground(self) -> None:
+        run_dir = self.selected()
+        if run_dir is not None:
+            self.app.show_playground(run_dir)

@@ -1,0 +1,55 @@
+"""The Runs screen: lists runs with status and best bpb, opens, resumes and exports them."""
+
+from textual.widgets import DataTable
+
+from engine.run_dir import EventLog, list_runs
+from engine.trainer import Trainer, TrainControl
+from lightlm_tui.app import make_app
+from lightlm_tui.screens.monitor import MonitorScreen
+from tui_helpers import wait_for
+
+
+def make_run(config, run_dir, stop_after=None):
+    log, control = EventLog(run_dir), TrainControl()
+
+    def emit(event):
+        log.write(event)
+        if stop_after is not None and event.type == "step" and event.step >= stop_after:
+            control.stop.set()
+
+    Trainer(config, run_dir, emit, control, threads=1).run()
+    log.close()
+
+
+def test_run_summaries_come_from_the_event_log(tiny_run_config, tmp_path):
+    make_run(tiny_run_config(max_steps=20, eval_interval=10), tmp_path / "runs" / "done")
+    make_run(tiny_run_config(max_steps=200, eval_interval=0), tmp_path / "runs" / "halfway", stop_after=5)
+    runs = {r.name: r for r in list_runs(tmp_path / "runs")}
+    assert runs["done"].status == "completed" and runs["done"].step == 20 and runs["done"].best_val_bpb > 0
+    assert runs["halfway"].status == "stopped" and runs["halfway"].total_steps == 200
+
+
+async def test_runs_screen_lists_opens_and_resumes(tiny_run_config, tmp_path):
+    runs_dir = tmp_path / "runs"
+    make_run(tiny_run_config(max_steps=30, eval_interval=0), runs_dir / "halfway", stop_after=10)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.action_runs(runs_dir)
+        await wait_for(lambda: app.screen is screen and screen.query_one(DataTable).row_count == 1, pilot)
+        row = [str(c) for c in screen.query_one(DataTable).get_row_at(0)]
+        assert row[0] == "halfway" and row[1] == "stopped" and row[2] == "10 / 30"
+        await pilot.press("enter")  # open in the Monitor
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen), pilot)
+        await wait_for(lambda: app.screen.view.finished is not None, pilot)
+        assert app.screen.view.finished.status == "stopped"
+        await pilot.press("escape")  # back to Runs
+        await pilot.pause()
+        await pilot.press("r")  # resume from the checkpoint to the end
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.bridge is not None, pilot)
+        monitor = app.screen
+        await wait_for(lambda: monitor.view.finished is not None, pilot)
+        assert monitor.view.finished.status == "completed" and monitor.view.finished.step == 30
+        await pilot.press("escape")  # back to Runs
+        await pilot.pause()
+        await pilot.press("x")  # export on the engine thread
+        await wait_for(lambda: (runs_dir / "halfway" / "export" / "hf" / "model.safetensors").is_file(), pilot)
