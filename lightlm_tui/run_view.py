@@ -76,3 +76,19 @@ def decimate(points, columns: int) -> list[float]:
         low, high = min(bucket), max(bucket)
         out.extend((low, high) if bucket.index(low) <= bucket.index(high) else (high, low))
     return out
+
+
+def decimate_points(points, columns: int) -> tuple[list[float], list[float]]:
+    """(steps, values) cut to about two points per column: each bucket's min and max, in step
+    order, so spikes survive while a long run costs no more to draw than a short one."""
+    points = list(points)
+    if len(points) <= 2 * columns or columns <= 0:
+        return [p[0] for p in points], [p[1] for p in points]
+    size = len(points) / columns
+    kept: list[tuple[float, float]] = []
+    for i in range(columns):
+        bucket = points[int(i * size): int((i + 1) * size)] or [points[-1]]
+        low = min(bucket, key=lambda p: p[1])
+        high = max(bucket, key=lambda p: p[1])
+        kept.extend(sorted({low, high}))
+    return [p[0] for p in kept], [p[1] for p in kept]

@@ -16,12 +16,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
+from textual_plot import HiResMode, PlotWidget
 
 from engine.events import event_from_dict
 from engine.progress import format_duration
-from lightlm_tui.run_view import RunView, decimate
+from lightlm_tui.run_view import RunView, decimate, decimate_points
 
 REDRAW_HZ = 4
+
+
+class LossPlot(PlotWidget):
+    """A plot for reading, not exploring: never focused, so its zoom/pan keys stay out of the footer."""
+
+    can_focus = False
 
 
 class MonitorScreen(Screen):
@@ -42,8 +49,9 @@ class MonitorScreen(Screen):
     MonitorScreen #metrics { width: 34; padding: 0 1; border-right: solid $primary-darken-2; }
     MonitorScreen #graphs { width: 1fr; padding: 0 1; }
     MonitorScreen .graph-label { height: 1; color: $text-muted; }
-    MonitorScreen Sparkline { height: 3; margin-bottom: 0; }
-    MonitorScreen #log { height: 6; border-top: solid $primary-darken-2; }
+    MonitorScreen #loss-plot { height: 1fr; min-height: 9; }
+    MonitorScreen Sparkline { height: 2; margin-bottom: 0; }
+    MonitorScreen #log { height: 4; border-top: solid $primary-darken-2; }
     """
 
     def __init__(self, run_dir: Path | None = None, bridge=None) -> None:
@@ -53,6 +61,7 @@ class MonitorScreen(Screen):
         self.bridge = bridge
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
+        self._plotted = (-1, -1)  # (train points, val points) last drawn: redraw only on news
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,7 +71,7 @@ class MonitorScreen(Screen):
             yield Static("", id="metrics")
             with Vertical(id="graphs"):
                 yield Label("loss", id="loss-label", classes="graph-label")
-                yield Sparkline([], id="loss")
+                yield LossPlot(id="loss-plot", allow_pan_and_zoom=False)
                 yield Label("tokens/s", id="speed-label", classes="graph-label")
                 yield Sparkline([], id="speed")
                 yield Label("memory", id="memory-label", classes="graph-label")
@@ -107,22 +116,38 @@ class MonitorScreen(Screen):
         bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
         self.query_one("#metrics", Static).update(self._metrics_text())
         columns = max(10, self.query_one("#graphs").size.width - 2)
-        for key, series, unit in (("loss", view.loss, ""), ("speed", view.tokens_per_s, ""),
-                                  ("memory", view.ram_mb, " MB")):
+        self._draw_loss(columns)
+        for key, series in (("speed", view.tokens_per_s), ("memory", view.ram_mb)):
             values = decimate(series, columns)
             self.query_one(f"#{key}", Sparkline).data = values
-            label = {"loss": "train loss", "speed": "tokens/s", "memory": "memory"}[key]
             if values:
-                fmt = "{:,.3f}" if key == "loss" else "{:,.0f}"
+                label = "tokens/s" if key == "speed" else "memory MB"
                 self.query_one(f"#{key}-label", Label).update(
-                    f"{label} {fmt.format(series[-1][1])}{unit}  "
-                    f"min {fmt.format(min(values))} max {fmt.format(max(values))}"
+                    f"{label} {series[-1][1]:,.0f}  min {min(values):,.0f} max {max(values):,.0f}"
                 )
         log = self.query_one("#log", RichLog)
         lines = list(view.log)
         for line in lines[self._log_shown:]:
             log.write(line)
         self._log_shown = len(lines)
+
+    def _draw_loss(self, columns: int) -> None:
+        """Train loss (line) and val loss (points) against step, with axes."""
+        view = self.view
+        if (len(view.loss), len(view.val_loss)) == self._plotted or not view.loss:
+            return
+        self._plotted = (len(view.loss), len(view.val_loss))
+        plot = self.query_one("#loss-plot", PlotWidget)
+        plot.clear()
+        steps, losses = decimate_points(view.loss, columns)
+        plot.plot(steps, losses, line_style="bright_blue", hires_mode=HiResMode.BRAILLE, label="train")
+        if view.val_loss:
+            plot.scatter([p[0] for p in view.val_loss], [p[1] for p in view.val_loss],
+                         marker="*", marker_style="bright_yellow", label="val")
+        plot.set_xlabel("step")
+        plot.set_xlimits(0, max(view.total_steps, steps[-1]))
+        val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
+        self.query_one("#loss-label", Label).update(f"loss: train {view.loss[-1][1]:.3f}{val}")
 
     def _status_line(self) -> str:
         view = self.view
