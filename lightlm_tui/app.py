@@ -24,6 +24,7 @@ class LightLMApp(App):
 
     TITLE = "LightLM"
     BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
         Binding("o", "runs", "Runs"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False),
@@ -58,6 +59,13 @@ class LightLMApp(App):
         self.push_screen(monitor)
         self.bridge.start_run(config, run_dir, resume)
         return monitor
+
+    def action_help(self) -> None:
+        from lightlm_tui.dialogs.help import HelpDialog, key_lines
+
+        if isinstance(self.screen, HelpDialog):
+            return
+        self.push_screen(HelpDialog(self.screen.title or "LightLM", key_lines(self.screen, self.BINDINGS)))
 
     def action_runs(self, runs_dir: Path | None = None) -> RunsScreen:
         """The runs under `runs_dir` (default: the current config's, else ./runs)."""

@@ -49,3 +49,17 @@ async def test_findings_wrap_instead_of_being_cut_off_at_80_columns():
         assert finding.replace("\n", " ") == long
         assert all(len(line) <= 80 - 6 - 22 - 8 for line in finding.splitlines())
         assert "warn" in str(table.get_row_at(0)[0])
+
+
+async def test_question_mark_lists_the_screen_keys():
+    from lightlm_tui.dialogs.help import HelpDialog
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.screen.query_one(DataTable).row_count > 0, pilot)
+        await pilot.press("question_mark")
+        await wait_for(lambda: isinstance(app.screen, HelpDialog), pilot)
+        text = str(app.screen.query_one("#help-keys", Static).render())
+        assert "Continue" in text and "Re-check" in text and "Runs" in text and "Quit" in text
+        await pilot.press("escape")
+        await wait_for(lambda: not isinstance(app.screen, HelpDialog), pilot)
