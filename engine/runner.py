@@ -93,8 +93,10 @@ class EngineRunner:
         self,
         listener: Callable[[Event], None],
         max_step_events_per_s: float = 10.0,
+        threads: int | None = None,
     ) -> None:
         self.listener = listener
+        self.threads = threads  # torch intra-op threads for runs (None: engine.device's default)
         self.thinner = StepThinner(max_step_events_per_s)
         self._commands: queue.Queue = queue.Queue()
         self._trainer = None
@@ -164,7 +166,7 @@ class EngineRunner:
             if self.thinner.allow(event, total.get("steps")):
                 self.listener(event)
 
-        trainer = Trainer(command.config, run_dir, emit, resume=command.resume)
+        trainer = Trainer(command.config, run_dir, emit, resume=command.resume, threads=self.threads)
         with self._lock:
             self._trainer = trainer
         try:
