@@ -26,6 +26,7 @@ from engine.config import ModelConfig
 from engine.estimates import flops_per_token, parameter_count
 from engine.hf_compat import llama_config_kwargs, to_hf_state_dict
 from engine.model import Transformer
+from engine.perf import matmul_peak_flops
 
 SHAPES = {
     "5M": ModelConfig(vocab_size=8192, num_dims=256, num_heads=8, num_kv_heads=2, num_layers=4,
@@ -34,19 +35,6 @@ SHAPES = {
                        ffn_hidden_dims=1376, context_len=256),
 }
 BATCH, SEQ = 8, 256
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Best achieved FLOP/s of a square matmul in `dtype` (median of repeats)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 @dataclass
@@ -130,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     compile_modes = {"no": [False], "yes": [True], "both": [False, True]}[args.compile]
 
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak_flops("cpu", torch.float32), "bf16": matmul_peak_flops("cpu", torch.bfloat16)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}; "
           f"median of {args.rounds} interleaved rounds x {args.steps} steps")
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")

@@ -113,9 +113,9 @@ def _cpu(torch) -> Check:
     cores = os.cpu_count() or 1
     bf16 = False
     if torch is not None:
-        cpu = torch.cpu
-        bf16 = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                    or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+        from engine.device import bf16_supported
+
+        bf16 = bf16_supported(torch.device("cpu"))
     precision = "native bfloat16 (AVX-512 BF16 / AMX)" if bf16 else "no native bfloat16: float32 is used"
     status = OK if cores >= 2 else WARN
     return Check("cpu", status, f"{cores} cores", f"{cores} CPU cores, {precision}.")
