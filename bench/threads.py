@@ -39,18 +39,21 @@ def ui_ticker(stop: threading.Event, lags: list[float], hz: float = 20.0, work_s
 
 
 def train_for(seconds: float, threads: int, with_ui: bool) -> tuple[float, list[float]]:
-    config = load_preset("laptop")
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = Transformer(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
-    t = config.train
-    window = torch.randint(0, config.model.vocab_size, (t.batch_size, t.max_seq_len + 1))
-    inputs, targets = window[:, :-1], window[:, 1:]
-    dtype = resolve_dtype(t.use_dtype, torch.device("cpu"))
     result: dict[str, float] = {}
 
     def engine() -> None:
+        # Everything torch does happens on this thread, as in the app: a main thread that has
+        # run torch ops keeps an OpenMP worker that oversubscribes the cores (bench/ui_overhead.py).
+        config = load_preset("laptop")
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = Transformer(config.model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+        t = config.train
+        window = torch.randint(0, config.model.vocab_size, (t.batch_size, t.max_seq_len + 1))
+        inputs, targets = window[:, :-1], window[:, 1:]
+        dtype = resolve_dtype(t.use_dtype, torch.device("cpu"))
+
         def step() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
                 _, loss, _ = model(inputs, targets)

@@ -58,9 +58,10 @@ def resolve_dtype(requested: str, device: torch.device) -> str:
 def default_threads() -> int:
     """Torch intra-op threads: one per core, with or without a UI beside training.
 
-    Measured with bench/threads.py on 2 cores (laptop preset): 2 threads gave 18.4k tokens/s
-    alone and 17.8k beside a 20 Hz UI stand-in whose p99 tick lag stayed 3.4 ms; 1 thread gave
-    16.7k / 16.4k. Leaving a core to the UI cost 8 % and bought nothing it needed.
+    Measured with bench/threads.py on 2 cores (laptop preset, training on its own thread): 2
+    threads gave 27.6k tokens/s alone and 27.2k beside a 20 Hz UI stand-in whose p99 tick lag
+    stayed 3.7 ms; 1 thread gave 16.6k / 16.1k. Leaving a core to the UI cost 40 % and bought
+    nothing it needed.
     """
     return os.cpu_count() or 1
 
