@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from engine.control_channel import REQUESTS, send_request
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -23,6 +24,7 @@ from engine.config import (
     list_presets,
     load_config,
     load_preset,
+    save_config,
     validate,
 )
 from engine.estimates import flops_per_token, parameter_count, training_memory
@@ -30,6 +32,8 @@ from engine.errors import UserFacingError
 from engine.events import LogLine
 
 EXIT_BAD_INPUT = 2
+DETACH_HELP = ("run in the background and return at once (output to RUN_DIR/engine.log; "
+               "watch with `lightlm-tui monitor RUN_DIR`, control with `lightlm-tui control`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,9 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(train)
     train.add_argument("--name", help="run name (the folder under runs_dir)")
     train.add_argument("--runs-dir", help="folder that holds run directories (train.runs_dir)")
+    train.add_argument("--run-dir", metavar="DIR",
+                       help="train into this new or empty folder instead of a fresh one under runs_dir")
+    train.add_argument("--detach", action="store_true", help=DETACH_HELP)
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR")
+    resume.add_argument("--detach", action="store_true", help=DETACH_HELP)
+
+    control = commands.add_parser(
+        "control", help="pause, resume, save, eval or stop a run that is training in another process")
+    control.add_argument("run_dir", metavar="RUN_DIR")
+    control.add_argument("request", choices=REQUESTS)
 
     evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint on held-out text")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -187,7 +200,36 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     problems = validate(config, cuda_available=_cuda_available())
     if problems:
         raise ConfigError(problems)
-    return _train(config, new_run_dir(config.train.runs_dir, config.name), resume=False, out=out)
+    run_dir = _empty_run_dir(args.run_dir) if args.run_dir else new_run_dir(config.train.runs_dir, config.name)
+    if args.detach:
+        config_path = run_dir / "config.toml"
+        save_config(config, config_path, header="The full resolved config this run used.")
+        return _detach(["train", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir, out)
+    return _train(config, run_dir, resume=False, out=out)
+
+
+def _empty_run_dir(path: str) -> Path:
+    """--run-dir: a folder to train into, refused if a run already lives there."""
+    run_dir = Path(path).expanduser()
+    if any((run_dir / name).exists() for name in ("events.jsonl", "checkpoints")):
+        raise UserFacingError(f"{run_dir} already holds a run; continue it with `lightlm-tui resume {run_dir}` "
+                              "or pick a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _detach(cli_args: list[str], run_dir: Path, out: TextIO) -> int:
+    from engine.detach import DetachError, start_detached
+
+    try:
+        child = start_detached(cli_args, run_dir)
+    except DetachError as exc:
+        raise UserFacingError(str(exc)) from None
+    out.write(f"training in the background (pid {child.pid}) in {run_dir}\n"
+              f"  watch:   lightlm-tui monitor {run_dir}\n"
+              f"  control: lightlm-tui control {run_dir} pause|resume|save|eval|stop\n"
+              f"  log:     {child.log}\n")
+    return 0
 
 
 def _existing_run(path: str) -> Path:
@@ -201,8 +243,33 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     from engine.checkpoint import load_latest
 
     run_dir = _existing_run(args.run_dir)
+    refuse_if_training(run_dir)
     load_latest(run_dir)  # fail here, with the checkpoint's name, before any set-up
+    if args.detach:
+        return _detach(["resume", str(run_dir)], run_dir, out)
     return _train(load_config(run_dir / "config.toml"), run_dir, resume=True, out=out)
+
+
+def refuse_if_training(run_dir: Path) -> None:
+    """Two processes training one run dir would overwrite each other's checkpoints."""
+    from engine.run_dir import summarize_run
+
+    if summarize_run(run_dir).status == "running":
+        raise UserFacingError(f"{run_dir} is training right now in another process; watch it with "
+                              f"`lightlm-tui monitor {run_dir}` or stop it with `lightlm-tui control {run_dir} stop`")
+
+
+def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
+    from engine.run_dir import summarize_run
+
+    run_dir = _existing_run(args.run_dir)
+    summary = summarize_run(run_dir)
+    if summary.status not in ("running", "unfinished"):  # unfinished: still setting up, or another host
+        raise UserFacingError(f"{run_dir} is not training (status: {summary.status}); "
+                              f"`lightlm-tui resume {run_dir}` continues it")
+    send_request(run_dir, args.request)
+    out.write(f"{args.request} requested; the run applies it after its current step (see {run_dir / 'events.jsonl'})\n")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
@@ -280,6 +347,7 @@ def _cuda_available() -> bool:
 COMMANDS = {
     "inspect": cmd_inspect, "train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "generate": cmd_generate,
     "export": cmd_export, "check": cmd_check,
+    "control": cmd_control,
 }
 
 
@@ -298,3 +366,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None, err: TextIO |
     except (ConfigError, UserFacingError) as exc:  # one sentence, no traceback
         err.write(f"lightlm-tui: {exc}\n")
     return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # `python -m engine.cli`: how `--detach` starts its background process
+    sys.exit(main())

@@ -35,6 +35,11 @@ class RunStarted(Event):
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
+    # The training process, so a Monitor can tell a live run from one whose process died
+    # (its start time tells it apart from a later process that got the same pid).
+    pid: int = 0
+    pid_started: float = 0.0
+    host: str = ""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from engine.events import Event, event_from_dict
 
@@ -73,7 +76,9 @@ class RunSummary:
 
     path: Path
     name: str
-    status: str  # completed | stopped | failed | unfinished (running now, or killed)
+    # completed | stopped | failed | running | interrupted (its process died) | unfinished
+    # (not started yet, or trained on another host: liveness unknown)
+    status: str
     step: int
     total_steps: int
     best_val_bpb: float | None
@@ -86,7 +91,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
     status, step, total, best = "unfinished", 0, 0, None
     for event in read_events(run_dir):
         if event.type == "run_started":
-            total, status = event.total_steps, "unfinished"
+            total, status = event.total_steps, liveness(event.pid, event.pid_started, event.host)
         elif event.type == "step":
             step = event.step
         elif event.type == "eval":
@@ -96,6 +101,17 @@ def summarize_run(run_dir: Path) -> RunSummary:
     log = run_dir / EVENTS_FILE
     return RunSummary(run_dir, run_dir.name, status, step, total, best,
                       log.stat().st_mtime if log.exists() else 0.0)
+
+
+def liveness(pid: int, pid_started: float, host: str) -> str:
+    """"running" or "interrupted" for a training process on this host; "unfinished" when unknown."""
+    if not pid or host != socket.gethostname():
+        return "unfinished"
+    try:
+        alive = abs(psutil.Process(pid).create_time() - pid_started) < 1.0
+    except psutil.Error:  # no such process (or not ours to look at)
+        alive = False
+    return "running" if alive else "interrupted"
 
 
 def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunSummary]:

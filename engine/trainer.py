@@ -8,13 +8,16 @@ lets another thread pause, stop, save or evaluate between optimizer steps.
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import torch
 
 from engine.checkpoint import (
@@ -26,6 +29,7 @@ from engine.checkpoint import (
     save_checkpoint,
 )
 from engine.config import RunConfig, save_config, validate
+from engine.control_channel import CONTROL_FILE, ControlWatcher, apply_request
 from engine.data.embedded import EMBEDDED, corpus_origin
 from engine.data.loader import BatchLoader
 from engine.data.sources import load_documents
@@ -181,12 +185,15 @@ class Trainer:
     def run(self) -> RunFinished:
         """Train to the end (or until stopped); returns the RunFinished event it also emitted."""
         wall_start = time.perf_counter()
+        # Requests from other processes (RUN_DIR/control.jsonl) count from now, set-up included.
+        self.requests = ControlWatcher(self.run_dir)
         try:
             self._setup()
             self.emit(RunStarted(
                 run_dir=str(self.run_dir), params=self.model.num_parameters(), total_steps=self.total_steps,
                 tokens_per_step=self.config.train.tokens_per_step, start_step=self.state.step,
                 device=str(self.compute.device), dtype=self.compute.dtype_name, threads=self.compute.threads,
+                pid=os.getpid(), pid_started=psutil.Process().create_time(), host=socket.gethostname(),
             ))
             status = self._loop()
             if self.state.val_loss is None or self.state.extra.get("eval_step") != self.state.step:
@@ -226,6 +233,7 @@ class Trainer:
                              start_step=self.state.step, device=self.compute.device)
         try:
             for step in range(self.state.step, self.total_steps):
+                self._take_requests()
                 if self.control.stop.is_set():
                     return "stopped"
                 if self.control.pause.is_set():
@@ -233,6 +241,7 @@ class Trainer:
                     self._log("paused")
                     while self.control.pause.is_set() and not self.control.stop.is_set():
                         time.sleep(0.05)
+                        self._take_requests()
                     paused_s += time.perf_counter() - paused_at
                     window_excluded += time.perf_counter() - paused_at
                     if self.control.stop.is_set():
@@ -294,6 +303,12 @@ class Trainer:
             self.loader_wait_s = loader.wait_s
             self.train_s = time.perf_counter() - session_start - paused_s
             loader.close()
+
+    def _take_requests(self) -> None:
+        """Apply pause / resume / save / eval / stop requests other processes appended."""
+        for request in self.requests.poll():
+            self._log(f"{request} requested through {CONTROL_FILE}")
+            apply_request(request, self.control)
 
     def _checkpoint_reason(self, previous_epoch: float, last_time: float, last: bool) -> str | None:
         t = self.config.train

@@ -23,7 +23,9 @@ def test_engine_does_not_import_textual(statement):
 @pytest.mark.parametrize(
     "statement",
     ["import lightlm_tui, lightlm_tui.launcher, lightlm_tui.app, lightlm_tui.screens.hardware",
-     "import engine.config, engine.estimates, engine.cli, engine.runner, engine.events"],
+     "import lightlm_tui.screens.monitor, lightlm_tui.screens.config, lightlm_tui.screens.runs",
+     "import engine.config, engine.estimates, engine.cli, engine.runner, engine.events",
+     "import engine.control_channel, engine.run_dir, engine.detach"],
 )
 def test_ui_and_config_do_not_import_torch(statement):
     assert "torch" not in modules_after_import(statement)

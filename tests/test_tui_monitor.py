@@ -69,6 +69,49 @@ async def test_stop_asks_first_then_stops_with_a_checkpoint(tiny_run_config):
         assert load_latest(monitor.view.run_dir).state.step == monitor.view.finished.step
 
 
+async def test_monitor_controls_a_run_in_another_process_through_its_run_dir(tiny_run_config, tmp_path):
+    """A run the app did not start (here: a trainer writing events.jsonl) obeys the Monitor's keys."""
+    import threading
+
+    from engine.run_dir import EventLog
+
+    run_dir = tmp_path / "elsewhere"
+    log = EventLog(run_dir)
+    trainer = Trainer(tiny_run_config(max_steps=100_000, log_interval=5, eval_interval=0), run_dir, log.write)
+    thread = threading.Thread(target=trainer.run)
+    thread.start()
+    try:
+        app = make_app(monitor_dir=run_dir)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(lambda: status_text(app).startswith("training: step"), pilot)
+            await pilot.press("p")
+            await wait_for(lambda: status_text(app).startswith("paused: step"), pilot)
+            await pilot.press("p")
+            await wait_for(lambda: status_text(app).startswith("training: step"), pilot)
+            await pilot.press("x", "y")
+            await wait_for(lambda: "finished (stopped)" in status_text(app), pilot)
+    finally:
+        trainer.control.stop.set()
+        thread.join(60)
+        log.close()
+
+
+async def test_monitor_says_when_a_runs_process_is_gone(tmp_path):
+    import socket
+
+    from engine.events import RunStarted
+    from engine.run_dir import EventLog
+
+    log = EventLog(tmp_path)
+    log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=10, tokens_per_step=1,
+                         pid=1, pid_started=1.0, host=socket.gethostname()))
+    log.close()
+    app = make_app(monitor_dir=tmp_path)
+    async with app.run_test(size=(100, 24)) as pilot:
+        await wait_for(lambda: "interrupted at step 0" in status_text(app), pilot)
+        assert "lightlm-tui resume" in status_text(app)
+
+
 def test_monitor_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert launcher_main(["monitor", str(tmp_path)]) == 2
     assert "has no events.jsonl" in capsys.readouterr().err

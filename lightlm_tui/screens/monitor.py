@@ -1,9 +1,10 @@
 """The Monitor: a run's progress, metrics, loss / throughput / memory graphs, checkpoints and log.
 
 It shows a live run (events from the engine bridge) or any run directory, by following its
-events.jsonl the way `tail -f` does, so a run started headless, under nohup, or in a terminal
-that died can be watched or replayed. Events only update the RunView; widgets redraw from it
-on a timer (4 Hz), so a fast run never floods the screen.
+events.jsonl the way `tail -f` does, so a run started headless, under nohup, with --detach or
+in a terminal that died can be watched or replayed. Pause / save / eval / stop reach a run in
+another process through its control file (engine/control_channel.py). Events only update the
+RunView; widgets redraw from it on a timer (4 Hz), so a fast run never floods the screen.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
 from textual_plot import HiResMode, PlotWidget
 
+from engine.control_channel import send_request
 from engine.events import event_from_dict
 from engine.progress import format_duration
+from engine.run_dir import liveness
 from lightlm_tui.run_view import RunView, decimate, decimate_points
 
 REDRAW_HZ = 4
@@ -62,6 +65,7 @@ class MonitorScreen(Screen):
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
         self._plotted = (-1, -1)  # (train points, val points) last drawn: redraw only on news
+        self._liveness = "unfinished"  # of a followed run's process: running | interrupted | unknown
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,6 +111,8 @@ class MonitorScreen(Screen):
                     self.view.apply(event_from_dict(json.loads(line)))
                 except (ValueError, KeyError, TypeError):
                     continue
+        if self.view.finished is None:
+            self._liveness = liveness(*self.view.process)
 
     # ----- drawing ------------------------------------------------------------------------
     def redraw(self) -> None:
@@ -155,6 +161,10 @@ class MonitorScreen(Screen):
             f = view.finished
             figures = f" | val bpb {f.val_bpb:.4f}" if f.val_bpb is not None else ""
             return f"finished ({f.status}) at step {f.step} in {format_duration(f.wall_s)}{figures}"
+        if self.bridge is None and self._liveness == "interrupted":
+            step = view.last.step if view.last else 0
+            return (f"interrupted at step {step}: its process (pid {view.process[0]}) is gone; "
+                    f"resume with `lightlm-tui resume {view.run_dir}`")
         if view.last is None:
             return f"starting {view.run_dir}..." if view.run_dir else "waiting for the run to start..."
         state = "paused" if view.paused else "training"
@@ -189,10 +199,18 @@ class MonitorScreen(Screen):
 
     # ----- keys ---------------------------------------------------------------------------
     def _control(self, name: str) -> None:
-        if self.bridge is None or not self.bridge.busy:
-            self.notify("This view follows a run directory; it cannot control the run.", severity="warning")
+        if self.bridge is not None:
+            if self.bridge.busy:
+                self.bridge.control(name)
+            else:
+                self.notify("the run has ended; nothing to control", severity="warning")
             return
-        self.bridge.control(name)
+        # A run in another process: ask through its control file; its log line confirms.
+        if self.view.finished is not None or self._liveness == "interrupted":
+            self.notify("the run is not training; resume it with `lightlm-tui resume RUN_DIR`", severity="warning")
+            return
+        send_request(self.run_dir, name)
+        self.notify(f"{name} requested; the run applies it after its current step")
 
     def action_pause(self) -> None:
         self._control("resume" if self.view.paused else "pause")

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.config import ConfigError, load_config
-from engine.run_dir import list_runs
+from engine.run_dir import list_runs, summarize_run
 
 
 class RunsScreen(Screen):
@@ -77,6 +77,9 @@ class RunsScreen(Screen):
             return
         if self.app.bridge.busy:
             self.notify("a run is already training; stop it first", severity="warning")
+            return
+        if summarize_run(run_dir).status == "running":
+            self.notify(f"{run_dir.name} is training in another process; Enter watches it", severity="warning")
             return
         try:
             config = load_config(run_dir / "config.toml")
