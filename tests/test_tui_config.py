@@ -128,3 +128,24 @@ async def test_starting_tiny_from_the_ui_trains_to_the_end(tiny_run_config):
         await wait_for(lambda: monitor.view.finished is not None, pilot)
         assert monitor.view.finished.status == "completed" and monitor.view.last.step == 60
         assert monitor.view.loss[-1][1] < monitor.view.loss[0][1]
+
+
+async def test_an_enum_setting_is_picked_from_its_choices_and_each_row_explains_itself():
+    from lightlm_tui.dialogs.choice import ChoiceDialog
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_config(app, pilot)
+        table = screen.query_one(DataTable)
+        table.move_cursor(row=table.get_row_index("model.norm_type"))
+        await pilot.pause()
+        help_line = str(screen.query_one("#help", Static).render())
+        assert "model.norm_type: Normalisation layer. One of: rmsnorm, layernorm" in help_line
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ChoiceDialog), pilot)
+        await pilot.press("down", "enter")
+        await wait_for(lambda: app.screen is screen, pilot)
+        assert screen.config.model.norm_type == "layernorm" and cell(screen, "model.norm_type") == "layernorm"
+        table.move_cursor(row=table.get_row_index("train.learning_rate"))
+        await pilot.pause()
+        assert "Above 0." in str(screen.query_one("#help", Static).render())

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.config.schema import SECTIONS
+from engine.config.schema import SECTIONS, RunConfig, describe_setting
 from engine.config.toml_io import config_to_dict
-from engine.config.schema import RunConfig
 
 
 def _default_text(value: object) -> str:
@@ -30,12 +29,7 @@ def reference_markdown() -> str:
     for section, cls in SECTIONS.items():
         rows = [f"### `[{section}]`\n", "| key | default | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(cls):
-            meta = f.metadata
-            meaning = meta["help"]
-            if meta.get("choices"):
-                meaning += " One of: " + ", ".join(f"`{c}`" for c in meta["choices"]) + "."
-            if meta.get("zero_means"):
-                meaning += f" 0 = {meta['zero_means']}."
+            meaning = describe_setting(f.metadata, quote=lambda choice: f"`{choice}`")
             rows.append(f"| `{f.name}` | `{_default_text(defaults[section][f.name])}` | {meaning} |")
         parts.append("\n".join(rows))
     return "\n\n".join(parts) + "\n"

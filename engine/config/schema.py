@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -176,6 +177,23 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+
+
+def describe_setting(meta: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
+    """A setting's help with its allowed values, bounds and what 0 means (README and the UI)."""
+    parts = [meta["help"]]
+    if meta.get("choices"):
+        parts.append("One of: " + ", ".join(quote(c) for c in meta["choices"]) + ".")
+    low, high, above = meta.get("min"), meta.get("max"), meta.get("min_exclusive")
+    if low is not None and high is not None:
+        parts.append(f"Range {'(' if above else '['}{low:g}, {high:g}].")
+    elif low is not None:
+        parts.append(f"{'Above' if above else 'At least'} {low:g}.")
+    elif high is not None:
+        parts.append(f"At most {high:g}.")
+    if meta.get("zero_means"):
+        parts.append(f"0 = {meta['zero_means']}.")
+    return " ".join(parts)
 
 
 def section_fields(section: str) -> dict[str, dataclasses.Field]:

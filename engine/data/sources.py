@@ -36,7 +36,7 @@ def _load_documents(data: DataConfig) -> Any:
         dataset = _embedded(data.source)
     elif Path(data.source).expanduser().exists():
         dataset = _local(Path(data.source).expanduser(), data)
-    elif _looks_like_path(data.source):
+    elif looks_like_path(data.source):
         raise DataSourceError(
             f"data.source = {data.source!r}: no such file or folder. Give an existing path, an embedded "
             f"corpus ({', '.join(EMBEDDED)}), or a hub dataset id such as wikitext."
@@ -53,7 +53,7 @@ def _load_documents(data: DataConfig) -> Any:
     return dataset
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or (os.sep in source and Path(source).suffix in BUILDERS)
 
 

@@ -4,7 +4,7 @@ Enter on a row edits it: booleans toggle, everything else opens the edit bar und
 (prefilled; Enter applies, Esc cancels). A value of the wrong type or out of bounds is refused
 with its message and not applied. Rules that tie fields together are applied but listed under
 the table until fixed, and they block Start. The side panel recomputes size, FLOPs and memory
-on every change. Keys: p presets, l load TOML, w write TOML, t start training.
+on every change. Keys: p presets, d data source, l load TOML, w write TOML, t start training.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from engine.config import (
     apply_overrides,
     config_to_dict,
     field_problems,
+    list_presets,
     load_config,
+    load_preset,
     save_config,
     validate,
 )
-from engine.config.schema import SECTIONS
+from engine.config.schema import SECTIONS, describe_setting, section_fields
 from engine.estimates import flops_per_token, parameter_count, training_memory
 
 
@@ -41,11 +43,20 @@ def _display(value: object) -> str:
     return str(value)
 
 
+def setting_help(key: str) -> str:
+    """One line about setting `section.key`: what it does, its bounds or choices, what 0 means."""
+    if "." not in key:
+        return ""
+    section, name = key.split(".", 1)
+    return f"{key}: {describe_setting(section_fields(section)[name].metadata)}"
+
+
 class ConfigScreen(Screen):
     """Edits one RunConfig; `self.config` is always the applied state."""
 
     BINDINGS = [
         Binding("p", "presets", "Presets"),
+        Binding("d", "data_source", "Data"),
         Binding("l", "load", "Load"),
         Binding("w", "save", "Save"),
         Binding("t", "start", "Start"),
@@ -56,6 +67,7 @@ class ConfigScreen(Screen):
     ConfigScreen #settings { width: 1fr; }
     ConfigScreen #table { height: 1fr; }
     ConfigScreen #side { width: 30; padding: 0 1; border-left: solid $primary-darken-2; }
+    ConfigScreen #help { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
     ConfigScreen #editor { display: none; }
     ConfigScreen #editor.editing { display: block; }
     ConfigScreen #message { height: auto; max-height: 6; padding: 0 1; color: $error; }
@@ -73,6 +85,7 @@ class ConfigScreen(Screen):
         with Horizontal(id="main"):
             with Vertical(id="settings"):
                 yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="help")
                 yield Input(id="editor")
                 yield Static("", id="message")
             yield Static("", id="side")
@@ -134,6 +147,9 @@ class ConfigScreen(Screen):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return None if key is None or key.startswith("section:") else key
 
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.query_one("#help", Static).update(setting_help(event.row_key.value or ""))
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_edit()  # Enter on a row
 
@@ -145,6 +161,16 @@ class ConfigScreen(Screen):
         value = getattr(getattr(self.config, section), name)
         if isinstance(value, bool):
             self.apply_text(key, "false" if value else "true")
+            return
+        choices = section_fields(section)[name].metadata.get("choices")
+        if choices:
+            from lightlm_tui.dialogs.choice import ChoiceDialog
+
+            def chosen(choice: str | None) -> None:
+                if choice is not None:
+                    self.apply_text(key, choice)
+
+            self.app.push_screen(ChoiceDialog(key, [(c, c) for c in choices], str(value)), chosen)
             return
         self.open_editor(key, _display(value), f"{key} = ")
 
@@ -177,18 +203,7 @@ class ConfigScreen(Screen):
 
     def apply_text(self, key: str, text: str) -> bool:
         """Apply `key = text` if the value itself is valid; returns whether it was applied."""
-        try:
-            candidate = apply_overrides(self.config, [f"{key}={text}"])
-        except ConfigError as exc:
-            self.show_problems(refused="; ".join(str(p) for p in exc.problems))
-            return False
-        own = [p for p in field_problems(candidate) if p.field == key]
-        if own:
-            self.show_problems(refused=str(own[0]))
-            return False
-        self.config = candidate
-        self.refresh_all()
-        return True
+        return self.apply_settings({key: text})
 
     # ----- files and presets ----------------------------------------------------------------
     def action_load(self) -> None:
@@ -219,14 +234,39 @@ class ConfigScreen(Screen):
         self.refresh_all()
 
     def action_presets(self) -> None:
-        from lightlm_tui.dialogs.presets import PresetDialog
+        from lightlm_tui.dialogs.choice import ChoiceDialog
 
-        def chosen(config: RunConfig | None) -> None:
-            if config is not None:
-                self.set_config(config)
-                self.notify(f"preset {config.name} loaded")
+        def chosen(name: str | None) -> None:
+            if name is not None:
+                self.set_config(load_preset(name))
+                self.notify(f"preset {name} loaded")
 
-        self.app.push_screen(PresetDialog(), chosen)
+        presets = [(p.name, f"{p.name:<7} {p.description}") for p in list_presets()]
+        self.app.push_screen(ChoiceDialog("Start from a preset", presets, self.config.name), chosen)
+
+    def action_data_source(self) -> None:
+        from lightlm_tui.dialogs.data_source import DataSourceDialog
+
+        def chosen(settings: dict | None) -> None:
+            if settings:
+                self.apply_settings(settings)
+
+        self.app.push_screen(DataSourceDialog(self.config.data), chosen)
+
+    def apply_settings(self, settings: dict[str, str]) -> bool:
+        """Apply several `key: text` settings together, or none of them."""
+        try:
+            candidate = apply_overrides(self.config, [f"{key}={text}" for key, text in settings.items()])
+        except ConfigError as exc:
+            self.show_problems(refused="; ".join(str(p) for p in exc.problems))
+            return False
+        own = [p for p in field_problems(candidate) if p.field in settings]
+        if own:
+            self.show_problems(refused=str(own[0]))
+            return False
+        self.config = candidate
+        self.refresh_all()
+        return True
 
     def action_start(self) -> None:
         problems = validate(self.config)

@@ -17,21 +17,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
-from textual_plot import HiResMode, PlotWidget
 
 from engine.control_channel import send_request
 from engine.events import event_from_dict
 from engine.progress import format_duration
 from engine.run_dir import liveness
-from lightlm_tui.run_view import RunView, decimate, decimate_points
+from lightlm_tui.run_view import RunView, decimate
+from lightlm_tui.widgets.loss_plot import LossPlot
 
 REDRAW_HZ = 4
-
-
-class LossPlot(PlotWidget):
-    """A plot for reading, not exploring: never focused, so its zoom/pan keys stay out of the footer."""
-
-    can_focus = False
 
 
 class MonitorScreen(Screen):
@@ -64,7 +58,6 @@ class MonitorScreen(Screen):
         self.bridge = bridge
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
-        self._plotted = (-1, -1)  # (train points, val points) last drawn: redraw only on news
         self._liveness = "unfinished"  # of a followed run's process: running | interrupted | unknown
 
     def compose(self) -> ComposeResult:
@@ -75,7 +68,7 @@ class MonitorScreen(Screen):
             yield Static("", id="metrics")
             with Vertical(id="graphs"):
                 yield Label("loss", id="loss-label", classes="graph-label")
-                yield LossPlot(id="loss-plot", allow_pan_and_zoom=False)
+                yield LossPlot(id="loss-plot")
                 yield Label("tokens/s", id="speed-label", classes="graph-label")
                 yield Sparkline([], id="speed")
                 yield Label("memory", id="memory-label", classes="graph-label")
@@ -122,7 +115,7 @@ class MonitorScreen(Screen):
         bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
         self.query_one("#metrics", Static).update(self._metrics_text())
         columns = max(10, self.query_one("#graphs").size.width - 2)
-        self._draw_loss(columns)
+        self._draw_loss()
         for key, series in (("speed", view.tokens_per_s), ("memory", view.ram_mb)):
             values = decimate(series, columns)
             self.query_one(f"#{key}", Sparkline).data = values
@@ -137,23 +130,11 @@ class MonitorScreen(Screen):
             log.write(line)
         self._log_shown = len(lines)
 
-    def _draw_loss(self, columns: int) -> None:
-        """Train loss (line) and val loss (points) against step, with axes."""
+    def _draw_loss(self) -> None:
         view = self.view
-        if (len(view.loss), len(view.val_loss)) == self._plotted or not view.loss:
-            return
-        self._plotted = (len(view.loss), len(view.val_loss))
-        plot = self.query_one("#loss-plot", PlotWidget)
-        plot.clear()
-        steps, losses = decimate_points(view.loss, columns)
-        plot.plot(steps, losses, line_style="bright_blue", hires_mode=HiResMode.BRAILLE, label="train")
-        if view.val_loss:
-            plot.scatter([p[0] for p in view.val_loss], [p[1] for p in view.val_loss],
-                         marker="*", marker_style="bright_yellow", label="val")
-        plot.set_xlabel("step")
-        plot.set_xlimits(0, max(view.total_steps, steps[-1]))
-        val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
-        self.query_one("#loss-label", Label).update(f"loss: train {view.loss[-1][1]:.3f}{val}")
+        if self.query_one("#loss-plot", LossPlot).show(view.loss, view.val_loss, view.total_steps):
+            val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
+            self.query_one("#loss-label", Label).update(f"loss: train {view.loss[-1][1]:.3f}{val}")
 
     def _status_line(self) -> str:
         view = self.view
