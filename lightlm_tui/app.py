@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from textual.app import App
@@ -10,13 +11,18 @@ from textual.binding import Binding
 
 from engine.config import RunConfig, load_preset
 from engine.events import EngineError, GeneratedText, LogLine
+from engine.paths import cache_dir
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
+from lightlm_tui.output_guard import caught_summary, stray_output_to
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
 from lightlm_tui.screens.playground import PlaygroundScreen
 from lightlm_tui.screens.runs import RunsScreen
+
+
+APP_OUTPUT_LOG = "app-output.log"  # under the cache dir: what libraries wrote while the app ran
 
 
 class LightLMApp(App):
@@ -105,9 +111,14 @@ def make_app(monitor_dir: Path | None = None) -> LightLMApp:
 
 
 def run_app(monitor_dir: Path | None = None) -> int:
-    """Run the app in this terminal; returns the exit code."""
+    """Run the app in this terminal; returns the exit code.
+
+    TEXTUAL_COLOR_SYSTEM (e.g. "standard" for a 16-colour SSH terminal) and TEXTUAL_FPS are
+    read by Textual itself; nothing here overrides them."""
     # Stale COLUMNS/LINES (common after resizing an SSH session) would freeze the app's size.
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
-    make_app(monitor_dir).run()
+    with stray_output_to(cache_dir() / APP_OUTPUT_LOG) as log_path:
+        make_app(monitor_dir).run()
+    sys.stderr.write(caught_summary(log_path))
     return 0

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.config import DataConfig
 from engine.data.quiet import quiet_datasets
+from engine.paths import cache_dir
 from engine.data.tokenizer import TextTokenizer, build_tokenizer, load_pretrained_tokenizer
 
 STORE_VERSION = 1
@@ -59,10 +60,6 @@ class TokenStore:
     from_cache: bool
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lightlm-tui"
-
-
 def validation_indices(num_documents: int, val_fraction: float) -> np.ndarray:
     """Held-out document indices: evenly spread, deterministic, at least one, never all."""
     count = min(num_documents - 1, max(1, round(val_fraction * num_documents)))
@@ -83,7 +80,7 @@ def fingerprint(dataset: Any, data: DataConfig) -> str:
 
 def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None = None) -> TokenStore:
     """Tokenise `dataset` (a "text" Dataset) per `data`, or reopen the cached result."""
-    root = Path(data.cache_dir).expanduser() if data.cache_dir else (cache_root or default_cache_dir())
+    root = Path(data.cache_dir).expanduser() if data.cache_dir else (cache_root or cache_dir())
     directory = root / "tokens" / fingerprint(dataset, data)
     if (directory / "meta.json").is_file():
         return _open(directory, from_cache=True)

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Label, OptionList
+from textual.widgets import Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 
@@ -16,18 +16,25 @@ class ChoiceDialog(ModalScreen[str | None]):
     ChoiceDialog { align: center middle; }
     ChoiceDialog > Vertical { width: 76; max-width: 100%; height: auto; max-height: 20; padding: 1 2;
         border: thick $primary; background: $surface; }
-    ChoiceDialog OptionList { height: auto; max-height: 14; }
+    ChoiceDialog OptionList { height: auto; max-height: 10; }
+    ChoiceDialog #details { height: auto; max-height: 8; margin-top: 1; color: $text-muted; }
     """
 
-    def __init__(self, title: str, items: list[tuple[str, str]], current: str = "") -> None:
-        """`items` are (id, label) pairs; the one whose id is `current` starts highlighted."""
+    def __init__(self, title: str, items: list[tuple[str, str]], current: str = "",
+                 details: dict[str, str] | None = None) -> None:
+        """`items` are (id, label) pairs; the one whose id is `current` starts highlighted.
+        `details` (by id) is shown under the list for the highlighted item."""
         super().__init__()
-        self.heading, self.items, self.current = title, items, current
+        self.heading, self.items, self.current, self.details = title, items, current, details or {}
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"{self.heading} (Enter picks, Esc cancels):")
             yield OptionList(*[Option(label, id=item_id) for item_id, label in self.items])
+            yield Static("", id="details")
+
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self.query_one("#details", Static).update(self.details.get(event.option.id or "", ""))
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -241,8 +241,11 @@ class ConfigScreen(Screen):
                 self.set_config(load_preset(name))
                 self.notify(f"preset {name} loaded")
 
-        presets = [(p.name, f"{p.name:<7} {p.description}") for p in list_presets()]
-        self.app.push_screen(ChoiceDialog("Start from a preset", presets, self.config.name), chosen)
+        presets = list_presets()
+        sizes = {p.name: parameter_count(load_preset(p.name).model) for p in presets}
+        items = [(p.name, f"{p.name:<7} {sizes[p.name] / 1e6:>7.1f}M parameters") for p in presets]
+        details = {p.name: p.description.removeprefix(f"{p.name}: ") for p in presets}
+        self.app.push_screen(ChoiceDialog("Start from a preset", items, self.config.name, details), chosen)
 
     def action_data_source(self) -> None:
         from lightlm_tui.dialogs.data_source import DataSourceDialog
