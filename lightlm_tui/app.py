@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from engine.config import RunConfig, load_preset
 from engine.events import EngineError, GeneratedText, LogLine
 from engine.paths import cache_dir
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
+from lightlm_tui.commands import binding_commands
 from lightlm_tui.output_guard import caught_summary, stray_output_to
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
@@ -47,6 +50,10 @@ class LightLMApp(App):
         if self._bridge is None:
             self._bridge = EngineBridge(self)
         return self._bridge
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield from binding_commands(screen)
 
     def on_mount(self) -> None:
         self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())

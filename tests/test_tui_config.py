@@ -149,3 +149,19 @@ async def test_an_enum_setting_is_picked_from_its_choices_and_each_row_explains_
         table.move_cursor(row=table.get_row_index("train.learning_rate"))
         await pilot.pause()
         assert "Above 0." in str(screen.query_one("#help", Static).render())
+
+
+async def test_the_command_palette_offers_the_screens_actions_by_name():
+    from lightlm_tui.dialogs.choice import ChoiceDialog
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_config(app, pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"presets")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ChoiceDialog), pilot)
+        await pilot.press("escape")
+        await wait_for(lambda: app.screen is screen, pilot)

@@ -34,6 +34,7 @@ async def test_monitor_replays_a_finished_run(tiny_run_config, tmp_path):
         assert isinstance(screen, MonitorScreen)
         metrics = str(screen.query_one("#metrics", Static).render())
         assert "step      30 / 30" in metrics and "val bpb" in metrics
+        assert "checkpoints\n  step 30       final" in metrics
         assert len(screen.view.loss) == 30 and screen.view.loss[-1][1] < screen.view.loss[0][1]
         await pilot.press("x")  # a replayed run cannot be controlled: the app says so, nothing breaks
         await pilot.press("y")

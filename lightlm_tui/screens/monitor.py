@@ -26,6 +26,7 @@ from lightlm_tui.run_view import RunView, decimate
 from lightlm_tui.widgets.loss_plot import LossPlot
 
 REDRAW_HZ = 4
+CHECKPOINTS_SHOWN = 3  # the newest; the metrics column must fit 80x24
 
 
 class MonitorScreen(Screen):
@@ -175,7 +176,9 @@ class MonitorScreen(Screen):
             lines.append(f"val loss  {e.val_loss:.4f} (step {e.step})")
             lines.append(f"val bpb   {e.val_bpb:.4f}")
         if view.checkpoints:
-            lines.append(f"saved     step {view.checkpoints[-1].step} ({len(view.checkpoints)} total)")
+            older = len(view.checkpoints) - CHECKPOINTS_SHOWN
+            lines.append(f"checkpoints{f' (+{older} older)' if older > 0 else ''}")
+            lines += [f"  step {c.step:<8,} {c.reason}" for c in view.checkpoints[-CHECKPOINTS_SHOWN:]]
         return "\n".join(lines)
 
     # ----- keys ---------------------------------------------------------------------------
