@@ -59,6 +59,7 @@ class StepMetrics(Event):
     gpu_util: float | None = None
     eta_s: float = 0.0
     elapsed_s: float = 0.0
+    progress: float = 0.0  # 0..1 of the run: steps done, or for a time budget the time used
 
 
 @dataclass(frozen=True)

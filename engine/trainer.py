@@ -7,6 +7,7 @@ lets another thread pause, stop, save or evaluate between optimizer steps.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -28,6 +29,7 @@ from engine.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
+from engine.budget_clock import BudgetClock
 from engine.config import RunConfig, save_config, validate
 from engine.control_channel import CONTROL_FILE, ControlWatcher, apply_request
 from engine.data.embedded import EMBEDDED, corpus_origin
@@ -50,7 +52,7 @@ from engine.events import (
 )
 from engine.model import Transformer
 from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
-from engine.schedule import lr_at
+from engine.schedule import lr_at, lr_at_progress
 
 
 class TrainingError(UserFacingError):
@@ -99,10 +101,15 @@ class Trainer:
         control: TrainControl | None = None,
         resume: bool = False,
         threads: int | None = None,
+        budget_started_at: float | None = None,
     ) -> None:
         self.config, self.run_dir = config, Path(run_dir)
         self.emit, self.control = emit, control or TrainControl()
         self.resume, self.threads = resume, threads
+        # With train.time_budget_s: the wall-clock time (time.time()) the budget counts from
+        # (the CLI passes its process's start); None means when training begins.
+        self.budget_started_at = budget_started_at
+        self.budget: BudgetClock | None = None
         self.state = TrainState()
         self.losses: list[float] = []  # mean loss of each reported window (every step when log_interval=1)
         self.loader_wait_s = 0.0
@@ -231,8 +238,11 @@ class Trainer:
         base_elapsed = self.state.elapsed_s
         loader = BatchLoader(self.store.train, t.batch_size, t.max_seq_len, t.accumulation_steps, t.seed,
                              start_step=self.state.step, device=self.compute.device)
+        # A budgeted run trains until its time is up (total_steps is then only the prediction).
+        budget = self.budget = self._budget_clock() if t.time_budget_s > 0 else None
+        steps = itertools.count(self.state.step) if budget else range(self.state.step, self.total_steps)
         try:
-            for step in range(self.state.step, self.total_steps):
+            for step in steps:
                 self._take_requests()
                 if self.control.stop.is_set():
                     return "stopped"
@@ -244,11 +254,16 @@ class Trainer:
                         self._take_requests()
                     paused_s += time.perf_counter() - paused_at
                     window_excluded += time.perf_counter() - paused_at
+                    if budget:  # a pause does not spend the budget
+                        budget.started_at += time.perf_counter() - paused_at
                     if self.control.stop.is_set():
                         return "stopped"
                     self._log("resumed")
 
-                lr = lr_at(step, self.total_steps, t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
+                if budget:
+                    lr = lr_at_progress(budget.progress(), t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
+                else:
+                    lr = lr_at(step, self.total_steps, t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 step_loss = torch.zeros((), device=self.compute.device)
@@ -271,7 +286,12 @@ class Trainer:
                 self.state.elapsed_s = base_elapsed + time.perf_counter() - session_start - paused_s
                 window_steps, window_loss = window_steps + 1, window_loss + step_loss
 
-                last = self.state.step == self.total_steps
+                if budget and window_steps == 1:
+                    # Step time for the stop decision; the loss read below (or here, before the
+                    # first report) makes the device finish the step, so the time is real.
+                    float(step_loss)
+                    budget.record_step(time.perf_counter() - window_start - window_excluded)
+                last = budget.out_of_time() if budget else self.state.step == self.total_steps
                 if self.state.step % t.log_interval == 0 or last:
                     mean_loss = float(window_loss) / window_steps
                     if not math.isfinite(mean_loss):
@@ -282,6 +302,8 @@ class Trainer:
                         )
                     self.losses.append(mean_loss)
                     elapsed = time.perf_counter() - window_start - window_excluded
+                    if budget and window_steps > 1:
+                        budget.record_step(elapsed / window_steps)
                     self._emit_metrics(mean_loss, lr, float(grad_norm),
                                        window_steps * t.tokens_per_step / max(elapsed, 1e-9),
                                        elapsed / window_steps)
@@ -292,17 +314,35 @@ class Trainer:
                     started = time.perf_counter()
                     self._evaluate()
                     window_excluded += time.perf_counter() - started
+                    if budget:
+                        budget.measured_eval(time.perf_counter() - started)
                 reason = self._checkpoint_reason(previous_epoch, last_checkpoint_time, last)
                 if reason:
                     started = time.perf_counter()
                     self._checkpoint(reason)
                     last_checkpoint_time = time.perf_counter()
                     window_excluded += last_checkpoint_time - started
+                    if budget:
+                        budget.checkpoint_s = last_checkpoint_time - started
+                if last:
+                    break
             return "completed"
         finally:
             self.loader_wait_s = loader.wait_s
             self.train_s = time.perf_counter() - session_start - paused_s
             loader.close()
+
+    def _budget_clock(self) -> BudgetClock:
+        """The clock a budgeted run stops by; a resumed run gets what its budget has left."""
+        t, extra = self.config.train, self.state.extra
+        weights_and_moments = 3 * 4 * self.model.num_parameters()  # fp32 weights + AdamW's two moments
+        return BudgetClock(
+            budget_s=t.time_budget_s - extra.get("budget_used_s", 0.0),
+            started_at=self.budget_started_at or time.time(),
+            start_progress=extra.get("budget_progress", 0.0),
+            eval_in_steps=0.5 * t.eval_batches / t.accumulation_steps,
+            checkpoint_s=0.1 + weights_and_moments / 200e6,  # until one has been timed
+        )
 
     def _take_requests(self) -> None:
         """Apply pause / resume / save / eval / stop requests other processes appended."""
@@ -330,6 +370,10 @@ class Trainer:
             name = f"epoch_{math.floor(self.state.epoch)}"
         else:
             name = f"step_{self.state.step:06d}"
+        if self.budget is not None:
+            spent = self.config.train.time_budget_s - self.budget.budget_s
+            self.state.extra["budget_used_s"] = spent + time.time() - self.budget.started_at
+            self.state.extra["budget_progress"] = self.budget.progress()
         if self.scaler.is_enabled():
             self.state.extra["grad_scaler"] = {k: v for k, v in self.scaler.state_dict().items()}
         path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config)
@@ -338,13 +382,16 @@ class Trainer:
 
     def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float) -> None:
         vram, vram_reserved, vram_peak = cuda_memory_mb(self.compute.device)
-        remaining = self.total_steps - self.state.step
+        if self.budget is not None:
+            eta_s, progress = self.budget.remaining_s(), self.budget.progress()
+        else:
+            eta_s, progress = (self.total_steps - self.state.step) * step_s, self.state.step / self.total_steps
         self.emit(StepMetrics(
             step=self.state.step, epoch=self.state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
             tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak_flops,
             ram_mb=process_ram_mb(), vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
             gpu_util=self.gpu.percent(),
-            eta_s=remaining * step_s, elapsed_s=self.state.elapsed_s,
+            eta_s=eta_s, elapsed_s=self.state.elapsed_s, progress=progress,
         ))
 
     def _evaluate(self) -> EvalResult | None:

@@ -113,7 +113,10 @@ class MonitorScreen(Screen):
         view = self.view
         self.query_one("#status", Static).update(self._status_line())
         bar = self.query_one("#progress", ProgressBar)
-        bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
+        if view.last is not None and view.last.progress > 0:  # a time budget: time decides, not steps
+            bar.update(total=1000, progress=round(1000 * view.last.progress))
+        else:
+            bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
         self.query_one("#metrics", Static).update(self._metrics_text())
         columns = max(10, self.query_one("#graphs").size.width - 2)
         self._draw_loss()
