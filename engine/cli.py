@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", metavar="DIR",
                        help="train into this new or empty folder instead of a fresh one under runs_dir")
     train.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    train.add_argument("--budget", metavar="TIME",
+                       help="plan the model for this much wall time (45s, 5m, 1.5h) and stop on time")
+
+    plan = commands.add_parser("plan", help="size a model for a time budget on this machine")
+    add_config_arguments(plan)
+    plan.add_argument("--budget", metavar="TIME", required=True, help="45s, 5m, 1.5h, 1h30m (a bare number: hours)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--out", metavar="FILE", help="write the planned config as TOML")
 
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR")
@@ -162,7 +170,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_BAD_INPUT if problems else 0
 
 
-def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO) -> int:
+def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO, budget_started_at: float | None = None) -> int:
     from engine.events import Event
     from engine.progress import ProgressPrinter
     from engine.run_dir import EventLog
@@ -182,7 +190,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO) -> int:
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        finished = Trainer(config, run_dir, emit, control, resume=resume).run()
+        finished = Trainer(config, run_dir, emit, control, resume=resume, budget_started_at=budget_started_at).run()
     finally:
         signal.signal(signal.SIGINT, previous)
         log.close()
@@ -200,12 +208,49 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     problems = validate(config, cuda_available=_cuda_available())
     if problems:
         raise ConfigError(problems)
+    if args.budget:
+        config = _planned(config, args, out).config
+    started_at = _process_start() if config.train.time_budget_s else None
     run_dir = _empty_run_dir(args.run_dir) if args.run_dir else new_run_dir(config.train.runs_dir, config.name)
     if args.detach:
         config_path = run_dir / "config.toml"
         save_config(config, config_path, header="The full resolved config this run used.")
         return _detach(["train", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir, out)
-    return _train(config, run_dir, resume=False, out=out)
+    return _train(config, run_dir, resume=False, out=out, budget_started_at=started_at)
+
+
+def _process_start() -> float:
+    """When this process started: a budget counts from there (imports and planning included)."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool = False):
+    """Plan `base` for --budget; the user's --set values still win over the plan's choices."""
+    from engine.budget import parse_budget
+    from engine.planner.plan import plan_for_this_machine, summary_lines
+
+    plan = plan_for_this_machine(parse_budget(args.budget), base, started_at=_process_start())
+    if args.overrides:
+        plan = dataclasses.replace(plan, config=apply_overrides(plan.config, args.overrides))
+    if not quiet:
+        out.write("\n".join(summary_lines(plan)) + "\n")
+        out.write("".join(f"  - {reason}\n" for reason in plan.reasons))
+        out.write("".join(f"warning: {warning}\n" for warning in plan.warnings))
+    return plan
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    base = resolve_config(args)
+    plan = _planned(base, args, out, quiet=args.json)
+    if args.json:
+        out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+    if args.out:
+        save_config(plan.config, Path(args.out), header=f"Planned by `lightlm-tui plan --budget {args.budget}`.")
+        if not args.json:
+            out.write(f"wrote {args.out}; train it on time with `lightlm-tui train --config {args.out}`\n")
+    return 0
 
 
 def _empty_run_dir(path: str) -> Path:
@@ -347,7 +392,7 @@ def _cuda_available() -> bool:
 COMMANDS = {
     "inspect": cmd_inspect, "train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "generate": cmd_generate,
     "export": cmd_export, "check": cmd_check,
-    "control": cmd_control,
+    "control": cmd_control, "plan": cmd_plan,
 }
 
 

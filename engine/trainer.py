@@ -107,7 +107,7 @@ class Trainer:
         self.emit, self.control = emit, control or TrainControl()
         self.resume, self.threads = resume, threads
         # With train.time_budget_s: the wall-clock time (time.time()) the budget counts from
-        # (the CLI passes its process's start); None means when training begins.
+        # (the CLI passes its process's start); None means when run() is called.
         self.budget_started_at = budget_started_at
         self.budget: BudgetClock | None = None
         self.state = TrainState()
@@ -192,8 +192,10 @@ class Trainer:
     def run(self) -> RunFinished:
         """Train to the end (or until stopped); returns the RunFinished event it also emitted."""
         wall_start = time.perf_counter()
-        # Requests from other processes (RUN_DIR/control.jsonl) count from now, set-up included.
+        # Requests from other processes (RUN_DIR/control.jsonl) count from now, set-up included,
+        # and so does a time budget unless the caller started its clock earlier.
         self.requests = ControlWatcher(self.run_dir)
+        self.budget_started_at = self.budget_started_at or time.time()
         try:
             self._setup()
             self.emit(RunStarted(
@@ -338,7 +340,7 @@ class Trainer:
         weights_and_moments = 3 * 4 * self.model.num_parameters()  # fp32 weights + AdamW's two moments
         return BudgetClock(
             budget_s=t.time_budget_s - extra.get("budget_used_s", 0.0),
-            started_at=self.budget_started_at or time.time(),
+            started_at=self.budget_started_at,
             start_progress=extra.get("budget_progress", 0.0),
             eval_in_steps=0.5 * t.eval_batches / t.accumulation_steps,
             checkpoint_s=0.1 + weights_and_moments / 200e6,  # until one has been timed

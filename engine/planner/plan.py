@@ -1,0 +1,210 @@
+"""A time budget and a starting config become a planned RunConfig with its predictions.
+
+    plan = make_plan(300, load_preset("laptop"))
+    plan.config          # the sized config, train.time_budget_s = 300
+    plan.reasons         # why each choice was made, one sentence each
+
+The budget covers the whole run: set-up (imports, data, tokenizer), calibration when not
+cached, training, periodic and final evaluation, the final checkpoint and exit. Training gets
+what is left; the run itself then stops by the clock (engine/budget_clock.py), so a
+prediction that is off changes how many steps run, never when the run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+from engine.budget import format_budget
+from engine.config import RunConfig, TrainConfig, validate
+from engine.errors import UserFacingError
+from engine.planner.calibrate import Calibration
+from engine.planner.shapes import Shape
+from engine.planner.sizing import MAX_EPOCHS, Candidate, best_candidate
+
+# Wall time outside the training loop, measured on the 2-core machine: interpreter and torch
+# start (~2 s), corpus read and hashed (~1 s); tokenising a corpus not yet cached runs at
+# about 3 MB/s including BPE training.
+STARTUP_S = 3.5
+TOKENIZE_BYTES_PER_S = 3e6
+EVALS_PER_RUN = 4  # periodic evaluations, plus the final one
+EVAL_BATCHES = 10
+MIN_TRAIN_S = 10.0
+# torch.compile: 22-45 s before the first step here when cold; our eager kernels leave it
+# 1-6 % to gain on CPU (bench/throughput.py). It pays only when that gain outruns the cost.
+COMPILE_COST_S = 45.0
+COMPILE_GAIN = {"cpu": 0.05, "cuda": 0.15}
+MEMORY_HEADROOM = 0.8  # of what is free: the OS, the UI and the data need the rest
+
+
+class PlanError(UserFacingError):
+    """A budget or machine the planner cannot make a run for; says what would work."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: RunConfig
+    budget_s: float
+    train_s: float
+    overhead_s: float
+    candidate: Candidate
+    predicted_steps: int
+    peak_memory_mb: float
+    memory_limit_mb: float
+    unique_tokens: float
+    calibration: Calibration
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        c = self.candidate
+        return {
+            "budget_s": self.budget_s, "train_s": round(self.train_s, 1), "overhead_s": round(self.overhead_s, 1),
+            "params": c.params, "shape": {"dims": c.shape.dims, "layers": c.shape.layers},
+            "tokens": round(c.tokens), "tokens_per_s": round(c.tokens_per_s), "epochs": round(c.epochs, 2),
+            "predicted_steps": self.predicted_steps, "peak_memory_mb": round(self.peak_memory_mb),
+            "memory_limit_mb": round(self.memory_limit_mb), "gradient_checkpointing": c.checkpointing,
+            "calibration": {"cached": self.calibration.from_cache, "seconds": round(self.calibration.seconds, 1),
+                            "device": self.calibration.device_name, "dtype": self.calibration.dtype},
+            "reasons": self.reasons, "warnings": self.warnings,
+        }
+
+
+def summary_lines(plan: Plan) -> list[str]:
+    """The plan in a few aligned lines (the CLI prints them; the Budget screen shows them)."""
+    c, t = plan.candidate, plan.config.train
+    memory = f"{plan.peak_memory_mb:,.0f} MB of {plan.memory_limit_mb / MEMORY_HEADROOM:,.0f} MB free"
+    return [
+        f"budget      {format_budget(plan.budget_s)} ({plan.train_s:.0f} s of it training)",
+        f"model       {c.shape}, {c.params / 1e6:.2f}M parameters",
+        f"tokens      {c.tokens / 1e6:.1f}M at {c.tokens_per_s:,.0f} tokens/s, {c.epochs:.1f} epochs of the corpus",
+        f"steps       about {plan.predicted_steps:,} of {t.batch_size} x {t.max_seq_len} tokens (time decides)",
+        f"memory      {memory} (peak {'RSS' if plan.calibration.device == 'cpu' else 'VRAM'})",
+    ]
+
+
+def learning_rate_for(dims: int) -> float:
+    """5e-3 at 128 wide (the sweep's best; 5e-3 beat 3e-3 there, 3e-3 beat 2e-3 at 192),
+    falling as width^-0.75 for wider models, within [3e-4, 6e-3]."""
+    return min(6e-3, max(3e-4, 5e-3 * (128 / dims) ** 0.75))
+
+
+def make_plan(
+    budget_s: float,
+    base: RunConfig,
+    calibration: Calibration,
+    corpus_bytes: float,
+    memory_available_bytes: float,
+    elapsed_s: float = 0.0,
+    tokens_cached: bool = True,
+    unique_tokens_for=None,
+) -> Plan:
+    """Size `base` for `budget_s` seconds of wall time, `elapsed_s` of which are already spent
+    (the calling process's start, planning). `unique_tokens_for(vocab)` gives the corpus's
+    exact token count where a token store is cached; otherwise it is estimated from bytes."""
+    device = calibration.device
+    tokenize_s = 0.0 if tokens_cached else corpus_bytes / TOKENIZE_BYTES_PER_S
+    fixed_s = elapsed_s + STARTUP_S + tokenize_s
+    # Evaluations and the final checkpoint take a few percent; 6 % covers them at these sizes.
+    train_s = (budget_s - fixed_s) * 0.94
+    if train_s < MIN_TRAIN_S:
+        shortest = math.ceil((fixed_s + MIN_TRAIN_S / 0.94) / 5) * 5
+        raise PlanError(
+            f"a budget of {format_budget(budget_s)} leaves {max(0.0, train_s):.0f} s to train after "
+            f"{fixed_s:.0f} s of set-up{' and tokenising' if tokenize_s else ''}; give at least {format_budget(shortest)}"
+        )
+    compile_on = COMPILE_GAIN.get(device, 0.0) * train_s > COMPILE_COST_S
+    if compile_on:
+        train_s -= COMPILE_COST_S
+    memory_limit = MEMORY_HEADROOM * memory_available_bytes
+
+    def train_for(shape: Shape) -> TrainConfig:
+        return dataclasses.replace(
+            base.train, batch_size=max(1, calibration.tokens_per_step // shape.seq_len), max_seq_len=shape.seq_len,
+            use_dtype=calibration.dtype, accumulation_steps=1,
+        )
+
+    try:
+        best = best_candidate(base.model, train_for, train_s, calibration.flops_at, corpus_bytes, memory_limit,
+                              calibration.memory_factor, device, unique_tokens_for)
+    except ValueError:
+        raise PlanError(f"no model fits in the {memory_limit / 2**30:.1f} GiB of memory free here; "
+                        "close other programs or use a machine with more memory") from None
+    shape = best.shape
+    train = train_for(shape)
+    steps = max(1, int(best.tokens / (train.batch_size * train.max_seq_len)))
+    lr = learning_rate_for(shape.dims)
+    config = dataclasses.replace(
+        base,
+        name=base.name if base.name.startswith("plan") else f"plan-{format_budget(budget_s)}",
+        model=shape.model_config(base.model),
+        train=dataclasses.replace(
+            train, use_dtype=base.train.use_dtype, time_budget_s=float(budget_s), max_steps=steps, num_epochs=1, learning_rate=lr,
+            warmup_ratio=0.05, min_lr_ratio=0.1, gradient_checkpointing=best.checkpointing, use_compile=compile_on,
+            eval_interval=max(10, steps // (EVALS_PER_RUN + 1)), eval_batches=EVAL_BATCHES,
+            log_interval=max(1, min(10, steps // 100)), checkpoint_every_steps=0,
+            checkpoint_every_minutes=max(5.0, round(budget_s / 60 / 4, 1)), use_epoch_checkpoints=False,
+        ),
+        data=dataclasses.replace(base.data, tokenizer_vocab_size=shape.vocab)
+        if base.data.tokenizer == "bpe" else base.data,
+    )
+    if base.data.tokenizer != "bpe":
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_size=base.model.vocab_size))
+    problems = validate(config, cuda_available=device == "cuda")
+    if problems:  # a planner bug, not the user's: say so plainly
+        raise PlanError("the planned config is invalid (a planner bug): " + "; ".join(map(str, problems)))
+
+    peak_mb = calibration.base_rss_mb + best.memory_bytes / 2**20 if device == "cpu" else best.memory_bytes / 2**20
+    unique = best.tokens / max(best.epochs, 1e-9)
+    reasons = [
+        f"{best.shape}: {best.params / 1e6:.2f}M parameters trained on {best.tokens / 1e6:.1f}M tokens "
+        f"({best.tokens / best.params:.1f} per parameter; the target here is about 5, measured by the "
+        "5-minute sweep, where Chinchilla's 20 is for far larger models)",
+        f"speed: {best.tokens_per_s:,.0f} tokens/s predicted from the calibration "
+        f"({calibration.flops_at(shape.dims) / 1e9:.0f} GFLOP/s at {shape.dims} wide, {calibration.dtype}"
+        f"{', cached' if calibration.from_cache else f', measured in {calibration.seconds:.0f} s'})",
+        f"time: {format_budget(budget_s)} = {fixed_s:.0f} s set-up"
+        f"{f' (incl. {tokenize_s:.0f} s tokenising)' if tokenize_s else ''} + {train_s:.0f} s training"
+        f"{f' + {COMPILE_COST_S:.0f} s compiling' if compile_on else ''} + evaluations and the final checkpoint; "
+        "the learning rate follows the clock, so the schedule ends when the budget does",
+        f"heads: {shape.heads} of {shape.head_dim} ({shape.kv_heads} kv), SwiGLU {shape.ffn}, "
+        f"vocabulary {shape.vocab}, window {shape.seq_len}, batch {train.batch_size}",
+        f"learning rate {lr:.1e}: small models want a high one (5e-3 won at 128 wide in the sweep)",
+        "torch.compile on: its ~45 s compile pays back within the budget" if compile_on else
+        f"torch.compile off: it costs up to {COMPILE_COST_S:.0f} s and gains ~{COMPILE_GAIN.get(device, 0):.0%} "
+        "here, which this budget does not pay back",
+    ]
+    if best.checkpointing:
+        reasons.append("gradient checkpointing on: without it this model would not fit in memory")
+    warnings = []
+    if best.epochs > MAX_EPOCHS:
+        warnings.append(f"the corpus (about {unique / 1e6:.1f}M tokens) would be seen {best.epochs:.1f} times; "
+                        "more data would train a better model in this budget")
+    return Plan(config, float(budget_s), train_s, budget_s - train_s, best, steps, peak_mb,
+                memory_limit / 2**20, unique, calibration, reasons, warnings)
+
+
+def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | None = None,
+                          use_cache: bool = True) -> Plan:
+    """Calibrate (or reuse the cached calibration), look at the data, and plan."""
+    import psutil
+
+    from engine.data.sources import load_documents
+    from engine.planner.calibrate import calibrate
+    from engine.planner.corpus import corpus_facts
+
+    started_at = started_at or time.time()
+    calibration = calibrate(max_seconds=min(20.0, 0.1 * budget_s), use_cache=use_cache, use_dtype=base.train.use_dtype)
+    documents = load_documents(base.data)
+    facts = corpus_facts(documents, base.data)
+    if calibration.device == "cuda":
+        import torch
+
+        memory = torch.cuda.get_device_properties(0).total_memory
+    else:
+        memory = psutil.virtual_memory().available
+    return make_plan(budget_s, base, calibration, facts.train_bytes, memory,
+                     elapsed_s=time.time() - started_at, tokens_cached=facts.cached_for(base.data),
+                     unique_tokens_for=facts.train_tokens_for)
