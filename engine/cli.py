@@ -226,12 +226,13 @@ def _process_start() -> float:
     return psutil.Process().create_time()
 
 
-def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool = False):
+def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool = False, trains_here: bool = True):
     """Plan `base` for --budget; the user's --set values still win over the plan's choices."""
     from engine.budget import parse_budget
     from engine.planner.plan import plan_for_this_machine, summary_lines
 
-    plan = plan_for_this_machine(parse_budget(args.budget), base, started_at=_process_start())
+    plan = plan_for_this_machine(parse_budget(args.budget), base, started_at=_process_start(),
+                                 trains_here=trains_here and not getattr(args, "detach", False))
     if args.overrides:
         plan = dataclasses.replace(plan, config=apply_overrides(plan.config, args.overrides))
     if not quiet:
@@ -243,7 +244,7 @@ def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool
 
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     base = resolve_config(args)
-    plan = _planned(base, args, out, quiet=args.json)
+    plan = _planned(base, args, out, quiet=args.json, trains_here=False)
     if args.json:
         out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
     if args.out:
@@ -292,7 +293,9 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     load_latest(run_dir)  # fail here, with the checkpoint's name, before any set-up
     if args.detach:
         return _detach(["resume", str(run_dir)], run_dir, out)
-    return _train(load_config(run_dir / "config.toml"), run_dir, resume=True, out=out)
+    config = load_config(run_dir / "config.toml")
+    started_at = _process_start() if config.train.time_budget_s else None  # what the budget has left counts from now
+    return _train(config, run_dir, resume=True, out=out, budget_started_at=started_at)
 
 
 def refuse_if_training(run_dir: Path) -> None:

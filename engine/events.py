@@ -40,6 +40,7 @@ class RunStarted(Event):
     pid: int = 0
     pid_started: float = 0.0
     host: str = ""
+    time_budget_s: float = 0.0  # a budgeted run: total_steps is a prediction, the clock decides
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,18 @@ class GeneratedText(Event):
 
 
 @dataclass(frozen=True)
+class PlanReady(Event):
+    """A budget plan: the sized config (as config_to_dict gives it) and what to show about it."""
+
+    type: ClassVar[str] = "plan"
+    budget_s: float
+    config: dict[str, Any]
+    summary: list[str]
+    reasons: list[str]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     type: ClassVar[str] = "finished"
     status: str  # completed | stopped | failed
@@ -113,7 +126,8 @@ class EngineError(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, GeneratedText, RunFinished, EngineError)
+    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, GeneratedText, PlanReady, RunFinished,
+                EngineError)
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.events import EngineError, Event, GeneratedText, LogLine, StepMetrics
+from engine.events import EngineError, Event, GeneratedText, LogLine, PlanReady, StepMetrics
 from engine.run_dir import EventLog, new_run_dir
 
 
@@ -43,6 +43,14 @@ class Generate:
 class Export:
     run_dir: Path
     out_dir: Path | None = None  # None: RUN_DIR/export/hf
+
+
+@dataclass(frozen=True)
+class PlanBudget:
+    """Size `base` for `budget_s` seconds on this machine; answered with a PlanReady event."""
+
+    budget_s: float
+    base: RunConfig
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,8 @@ class EngineRunner:
                     self._generate(command)
                 elif isinstance(command, Export):
                     self._export(command)
+                elif isinstance(command, PlanBudget):
+                    self._plan(command)
                 else:
                     self.listener(EngineError(f"unknown command {command!r}", recoverable=True))
             except Exception as exc:  # the thread must survive anything a command does
@@ -175,6 +185,19 @@ class EngineRunner:
             with self._lock:
                 self._trainer = None
             log.close()
+
+    def _plan(self, command: PlanBudget) -> None:
+        from engine.config import config_to_dict
+        from engine.errors import UserFacingError
+        from engine.planner.plan import plan_for_this_machine, summary_lines
+
+        try:
+            plan = plan_for_this_machine(command.budget_s, command.base)
+        except UserFacingError as exc:
+            self.listener(EngineError(str(exc), recoverable=True))
+            return
+        self.listener(PlanReady(command.budget_s, config_to_dict(plan.config), summary_lines(plan),
+                                plan.reasons, plan.warnings))
 
     def _export(self, command: Export) -> None:
         from engine.errors import UserFacingError

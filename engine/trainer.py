@@ -203,6 +203,7 @@ class Trainer:
                 tokens_per_step=self.config.train.tokens_per_step, start_step=self.state.step,
                 device=str(self.compute.device), dtype=self.compute.dtype_name, threads=self.compute.threads,
                 pid=os.getpid(), pid_started=psutil.Process().create_time(), host=socket.gethostname(),
+                time_budget_s=self.config.train.time_budget_s,
             ))
             status = self._loop()
             if self.state.val_loss is None or self.state.extra.get("eval_step") != self.state.step:

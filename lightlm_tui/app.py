@@ -12,12 +12,13 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from engine.config import RunConfig, load_preset
-from engine.events import EngineError, GeneratedText, LogLine
+from engine.events import EngineError, GeneratedText, LogLine, PlanReady
 from engine.paths import cache_dir
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.commands import binding_commands
 from lightlm_tui.output_guard import caught_summary, stray_output_to
+from lightlm_tui.screens.budget import BudgetScreen
 from lightlm_tui.screens.config import ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
@@ -97,8 +98,17 @@ class LightLMApp(App):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
+        planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
+        if isinstance(event, PlanReady):
+            for screen in self.screen_stack:
+                if isinstance(screen, BudgetScreen):
+                    screen.plan_ready(event)
+            return
         if isinstance(event, LogLine) and event.text.startswith("exported "):
             self.notify(event.text)
+        elif isinstance(event, EngineError) and event.recoverable and planning is not None:
+            planning.plan_failed(event.message)
+            return
         elif isinstance(event, EngineError) and event.recoverable and not self.bridge.busy:
             self.notify(event.message, severity="error")
         for screen in self.screen_stack:

@@ -25,6 +25,7 @@ class RunView:
     last_eval: EvalResult | None = None
     finished: RunFinished | None = None
     paused: bool = False
+    time_budget_s: float = 0.0
     process: tuple[int, float, str] = (0, 0.0, "")  # (pid, its start time, host) of the training process
     loss: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
     val_loss: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
@@ -39,6 +40,7 @@ class RunView:
             self.run_dir, self.params, self.total_steps = event.run_dir, event.params, event.total_steps
             self.device, self.dtype, self.finished = event.device, event.dtype, None
             self.process = (event.pid, event.pid_started, event.host)
+            self.time_budget_s = event.time_budget_s
         elif isinstance(event, StepMetrics):
             self.last = event
             self.loss.append((event.step, event.loss))

@@ -100,10 +100,13 @@ def make_plan(
     elapsed_s: float = 0.0,
     tokens_cached: bool = True,
     unique_tokens_for=None,
+    base_rss_mb: float | None = None,
 ) -> Plan:
     """Size `base` for `budget_s` seconds of wall time, `elapsed_s` of which are already spent
     (the calling process's start, planning). `unique_tokens_for(vocab)` gives the corpus's
-    exact token count where a token store is cached; otherwise it is estimated from bytes."""
+    exact token count where a token store is cached; otherwise it is estimated from bytes.
+    `base_rss_mb`: the process before training (torch, data libraries, the corpus), when
+    measured; else the calibration's (torch only)."""
     device = calibration.device
     tokenize_s = 0.0 if tokens_cached else corpus_bytes / TOKENIZE_BYTES_PER_S
     fixed_s = elapsed_s + STARTUP_S + tokenize_s
@@ -156,7 +159,11 @@ def make_plan(
     if problems:  # a planner bug, not the user's: say so plainly
         raise PlanError("the planned config is invalid (a planner bug): " + "; ".join(map(str, problems)))
 
-    peak_mb = calibration.base_rss_mb + best.memory_bytes / 2**20 if device == "cpu" else best.memory_bytes / 2**20
+    if device == "cpu":  # the token arrays are memory-mapped and read whole over an epoch
+        token_mb = 2 * ((unique_tokens_for(shape.vocab) if unique_tokens_for else None) or 0) / 2**20
+        peak_mb = (base_rss_mb or calibration.base_rss_mb) + token_mb + best.memory_bytes / 2**20
+    else:
+        peak_mb = best.memory_bytes / 2**20
     unique = best.tokens / max(best.epochs, 1e-9)
     reasons = [
         f"{best.shape}: {best.params / 1e6:.2f}M parameters trained on {best.tokens / 1e6:.1f}M tokens "
@@ -187,8 +194,10 @@ def make_plan(
 
 
 def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | None = None,
-                          use_cache: bool = True) -> Plan:
-    """Calibrate (or reuse the cached calibration), look at the data, and plan."""
+                          use_cache: bool = True, trains_here: bool = True) -> Plan:
+    """Calibrate (or reuse the cached calibration), look at the data, and plan. `trains_here`:
+    this process will also train (train --budget, the app), so the trainer's own copy of the
+    corpus comes on top of the one loaded here; a plan written for a later process has one."""
     import psutil
 
     from engine.data.sources import load_documents
@@ -197,8 +206,12 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
 
     started_at = started_at or time.time()
     calibration = calibrate(max_seconds=min(20.0, 0.1 * budget_s), use_cache=use_cache, use_dtype=base.train.use_dtype)
+    process = psutil.Process()
+    before_corpus_mb = process.memory_info().rss / 2**20
     documents = load_documents(base.data)
     facts = corpus_facts(documents, base.data)
+    loaded_mb = process.memory_info().rss / 2**20  # torch, data libraries and the corpus
+    base_rss_mb = loaded_mb + (loaded_mb - before_corpus_mb if trains_here else 0.0)
     if calibration.device == "cuda":
         import torch
 
@@ -207,4 +220,4 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
         memory = psutil.virtual_memory().available
     return make_plan(budget_s, base, calibration, facts.train_bytes, memory,
                      elapsed_s=time.time() - started_at, tokens_cached=facts.cached_for(base.data),
-                     unique_tokens_for=facts.train_tokens_for)
+                     unique_tokens_for=facts.train_tokens_for, base_rss_mb=base_rss_mb)

@@ -4,7 +4,7 @@ Enter on a row edits it: booleans toggle, everything else opens the edit bar und
 (prefilled; Enter applies, Esc cancels). A value of the wrong type or out of bounds is refused
 with its message and not applied. Rules that tie fields together are applied but listed under
 the table until fixed, and they block Start. The side panel recomputes size, FLOPs and memory
-on every change. Keys: p presets, d data source, l load TOML, w write TOML, t start training.
+on every change. Keys: p presets, d data source, b budget, l load TOML, w write TOML, t start training.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class ConfigScreen(Screen):
     BINDINGS = [
         Binding("p", "presets", "Presets"),
         Binding("d", "data_source", "Data"),
+        Binding("b", "budget", "Budget"),
         Binding("l", "load", "Load"),
         Binding("w", "save", "Save"),
         Binding("t", "start", "Start"),
@@ -246,6 +247,11 @@ class ConfigScreen(Screen):
         items = [(p.name, f"{p.name:<7} {sizes[p.name] / 1e6:>7.1f}M parameters") for p in presets]
         details = {p.name: p.description.removeprefix(f"{p.name}: ") for p in presets}
         self.app.push_screen(ChoiceDialog("Start from a preset", items, self.config.name, details), chosen)
+
+    def action_budget(self) -> None:
+        from lightlm_tui.screens.budget import BudgetScreen
+
+        self.app.push_screen(BudgetScreen(self.config))
 
     def action_data_source(self) -> None:
         from lightlm_tui.dialogs.data_source import DataSourceDialog

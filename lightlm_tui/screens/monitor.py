@@ -153,6 +153,9 @@ class MonitorScreen(Screen):
         if view.last is None:
             return f"starting {view.run_dir}..." if view.run_dir else "waiting for the run to start..."
         state = "paused" if view.paused else "training"
+        if view.time_budget_s:
+            return (f"{state}: step {view.last.step} (about {view.total_steps} planned) | budget "
+                    f"{format_duration(view.time_budget_s)}, {format_duration(view.last.eta_s)} left | {view.run_dir}")
         return (f"{state}: step {view.last.step}/{view.total_steps} | ETA {format_duration(view.last.eta_s)}"
                 f" | {view.run_dir}")
 
