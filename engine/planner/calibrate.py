@@ -112,12 +112,18 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     measured_widths, speeds, memory_factor = [], [], 1.0
     for index, width in enumerate(widths):
         share = max_seconds / len(widths)
-        speed, factor = _measure(Shape(width, CALIBRATION_LAYERS), tokens_per_step, compute, share, base_rss_mb)
+        try:
+            speed, factor = _measure(Shape(width, CALIBRATION_LAYERS), tokens_per_step, compute, share, base_rss_mb)
+        except torch.OutOfMemoryError:  # a small GPU: the widths measured so far will do
+            torch.cuda.empty_cache()
+            break
         measured_widths.append(width)
         speeds.append(speed)
         memory_factor = factor  # the widest measured model's is the most reliable
         if time.perf_counter() - started > max_seconds * (index + 1.5) / len(widths):
             break  # slower than planned: stop at what is measured
+    if not speeds:
+        raise RuntimeError(f"could not time even a {widths[0]}-wide model on {device_name}: out of memory")
     calibration = Calibration(
         key=key, device=compute.device.type, device_name=device_name, dtype=compute.dtype_name,
         threads=compute.threads, tokens_per_step=tokens_per_step, widths=tuple(measured_widths),

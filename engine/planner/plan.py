@@ -167,8 +167,8 @@ def make_plan(
     unique = best.tokens / max(best.epochs, 1e-9)
     reasons = [
         f"{best.shape}: {best.params / 1e6:.2f}M parameters trained on {best.tokens / 1e6:.1f}M tokens "
-        f"({best.tokens / best.params:.1f} per parameter; the target here is about 5, measured by the "
-        "5-minute sweep, where Chinchilla's 20 is for far larger models)",
+        f"({best.tokens / best.params:.1f} per parameter; measured best at this scale: about 4, "
+        "where Chinchilla's 20 is for far larger models)",
         f"speed: {best.tokens_per_s:,.0f} tokens/s predicted from the calibration "
         f"({calibration.flops_at(shape.dims) / 1e9:.0f} GFLOP/s at {shape.dims} wide, {calibration.dtype}"
         f"{', cached' if calibration.from_cache else f', measured in {calibration.seconds:.0f} s'})",
