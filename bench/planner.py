@@ -130,7 +130,7 @@ def held_out_bpb(run_dir: Path, skip_first: int) -> float:
     return figures.val_loss / math.log(2) / (text_bytes / len(tokens))
 
 
-def quality(budget: str, rounds: int) -> None:
+def quality(budget: str, rounds: int, only: list[str] | None = None) -> None:
     seconds = parse_budget(budget)
     results: dict[str, list[float]] = {"planned": [], "laptop": [], "seed": []}
     with tempfile.TemporaryDirectory() as scratch:
@@ -145,6 +145,8 @@ def quality(budget: str, rounds: int) -> None:
                 "seed": ["train", "--config", str(seed_toml)],
             }
             for name, args in commands.items():
+                if only and name not in only:
+                    continue
                 run_dir = Path(runs) / f"{name}-{round_index}"
                 wall, _, output = run_cli([*args, "--runs-dir", runs, "--run-dir", str(run_dir)], Path(scratch))
                 bpb = held_out_bpb(run_dir, skip_first=seed_config.data.subset_size)
@@ -154,7 +156,8 @@ def quality(budget: str, rounds: int) -> None:
                       f"held-out {bpb:.4f} bits/byte", flush=True)
     print(f"\n{format_budget(seconds)} on python-stdlib, held-out bits per byte (lower is better), median of {rounds}")
     for name, values in results.items():
-        print(f"  {name:<8} {statistics.median(values):.4f}")
+        if values:
+            print(f"  {name:<8} {statistics.median(values):.4f}  ({', '.join(f'{v:.4f}' for v in values)})")
 
 
 def main() -> None:
@@ -166,11 +169,12 @@ def main() -> None:
     quality_parser = commands.add_parser("quality")
     quality_parser.add_argument("--budget", default="5m")
     quality_parser.add_argument("--rounds", type=int, default=1)
+    quality_parser.add_argument("--only", nargs="+", choices=["planned", "laptop", "seed"], help="run only these")
     args = parser.parse_args()
     if args.command == "timing":
         timing(args.budgets, args.rounds)
     else:
-        quality(args.budget, args.rounds)
+        quality(args.budget, args.rounds, args.only)
 
 
 if __name__ == "__main__":

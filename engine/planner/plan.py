@@ -145,7 +145,7 @@ def make_plan(
         model=shape.model_config(base.model),
         train=dataclasses.replace(
             train, use_dtype=base.train.use_dtype, time_budget_s=float(budget_s), max_steps=steps, num_epochs=1, learning_rate=lr,
-            warmup_ratio=0.05, min_lr_ratio=0.1, gradient_checkpointing=best.checkpointing, use_compile=compile_on,
+            warmup_ratio=0.05, min_lr_ratio=0.0, gradient_checkpointing=best.checkpointing, use_compile=compile_on,
             eval_interval=max(10, steps // (EVALS_PER_RUN + 1)), eval_batches=EVAL_BATCHES,
             log_interval=max(1, min(10, steps // 100)), checkpoint_every_steps=0,
             checkpoint_every_minutes=max(5.0, round(budget_s / 60 / 4, 1)), use_epoch_checkpoints=False,
@@ -178,7 +178,9 @@ def make_plan(
         "the learning rate follows the clock, so the schedule ends when the budget does",
         f"heads: {shape.heads} of {shape.head_dim} ({shape.kv_heads} kv), SwiGLU {shape.ffn}, "
         f"vocabulary {shape.vocab}, window {shape.seq_len}, batch {train.batch_size}",
-        f"learning rate {lr:.1e}: small models want a high one (5e-3 won at 128 wide in the sweep)",
+        f"learning rate {lr:.1e}: small models want a high one (5e-3 won at 128 wide in the sweep); "
+        "5 % warmup, then cosine decay to zero, not to 10 %: decaying to zero ends a short run with less "
+        "gradient noise in the weights (Bergsma et al. 2025, 'Straight to Zero')",
         "torch.compile on: its ~45 s compile pays back within the budget" if compile_on else
         f"torch.compile off: it costs up to {COMPILE_COST_S:.0f} s and gains ~{COMPILE_GAIN.get(device, 0):.0%} "
         "here, which this budget does not pay back",
