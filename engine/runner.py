@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import RunConfig
+from engine.errors import UserFacingError
 from engine.events import EngineError, Event, GeneratedText, LogLine, PlanReady, StepMetrics
 from engine.run_dir import EventLog, new_run_dir
 
@@ -159,6 +160,8 @@ class EngineRunner:
                     self._plan(command)
                 else:
                     self.listener(EngineError(f"unknown command {command!r}", recoverable=True))
+            except UserFacingError as exc:  # a bad input: its sentence is the whole message
+                self.listener(EngineError(str(exc), recoverable=True))
             except Exception as exc:  # the thread must survive anything a command does
                 self.listener(EngineError(f"{exc.__class__.__name__}: {exc}", recoverable=True))
 
@@ -188,26 +191,16 @@ class EngineRunner:
 
     def _plan(self, command: PlanBudget) -> None:
         from engine.config import config_to_dict
-        from engine.errors import UserFacingError
         from engine.planner.plan import plan_for_this_machine, summary_lines
 
-        try:
-            plan = plan_for_this_machine(command.budget_s, command.base)
-        except UserFacingError as exc:
-            self.listener(EngineError(str(exc), recoverable=True))
-            return
+        plan = plan_for_this_machine(command.budget_s, command.base)
         self.listener(PlanReady(command.budget_s, config_to_dict(plan.config), summary_lines(plan),
                                 plan.reasons, plan.warnings))
 
     def _export(self, command: Export) -> None:
-        from engine.errors import UserFacingError
         from engine.export import export_hf
 
-        try:
-            target = export_hf(command.run_dir, command.out_dir)
-        except UserFacingError as exc:
-            self.listener(EngineError(str(exc), recoverable=True))
-            return
+        target = export_hf(command.run_dir, command.out_dir)
         self.listener(LogLine("info", f"exported {command.run_dir} to {target}"))
 
     def _generate(self, command: Generate) -> None:

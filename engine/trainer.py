@@ -289,9 +289,10 @@ class Trainer:
                 self.state.elapsed_s = base_elapsed + time.perf_counter() - session_start - paused_s
                 window_steps, window_loss = window_steps + 1, window_loss + step_loss
 
-                if budget and window_steps == 1:
-                    # Step time for the stop decision; the loss read below (or here, before the
-                    # first report) makes the device finish the step, so the time is real.
+                if budget and budget.step_s == 0:
+                    # The stop decision needs a step time before the first report; reading the
+                    # loss makes the device finish the step, so the time is real. Later reports
+                    # (which read the loss anyway) keep it current.
                     float(step_loss)
                     budget.record_step(time.perf_counter() - window_start - window_excluded)
                 last = budget.out_of_time() if budget else self.state.step == self.total_steps

@@ -98,7 +98,6 @@ class LightLMApp(App):
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
-        planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
         if isinstance(event, PlanReady):
             for screen in self.screen_stack:
                 if isinstance(screen, BudgetScreen):
@@ -106,11 +105,13 @@ class LightLMApp(App):
             return
         if isinstance(event, LogLine) and event.text.startswith("exported "):
             self.notify(event.text)
-        elif isinstance(event, EngineError) and event.recoverable and planning is not None:
-            planning.plan_failed(event.message)
-            return
-        elif isinstance(event, EngineError) and event.recoverable and not self.bridge.busy:
-            self.notify(event.message, severity="error")
+        elif isinstance(event, EngineError) and event.recoverable:
+            planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
+            if planning is not None:  # the error answers the plan being waited for
+                planning.plan_failed(event.message)
+                return
+            if not self.bridge.busy:
+                self.notify(event.message, severity="error")
         for screen in self.screen_stack:
             if isinstance(event, (GeneratedText, EngineError)) and isinstance(screen, PlaygroundScreen):
                 screen.apply(event)

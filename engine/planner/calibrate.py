@@ -92,6 +92,7 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     import torch
 
     from engine.device import setup_compute
+    from engine.perf import process_ram_mb
 
     compute = setup_compute(use_dtype, threads)
     device_name = torch.cuda.get_device_name(compute.device) if compute.device.type == "cuda" else "cpu"
@@ -108,7 +109,7 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     cuda = compute.device.type == "cuda"
     widths = widths or (GPU_WIDTHS if cuda else CPU_WIDTHS)
     tokens_per_step = GPU_TOKENS_PER_STEP if cuda else CPU_TOKENS_PER_STEP
-    base_rss_mb = _rss_mb()
+    base_rss_mb = process_ram_mb()
     measured_widths, speeds, memory_factor = [], [], 1.0
     for index, width in enumerate(widths):
         share = max_seconds / len(widths)
@@ -183,12 +184,6 @@ def _measure(shape: Shape, tokens_per_step: int, compute, seconds: float, base_r
     else:
         measured = max(0.0, _peak_rss_mb() - base_rss_mb) * 2**20
     return speed, (measured / estimate if measured > 0 else 1.0)
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def _peak_rss_mb() -> float:

@@ -23,8 +23,9 @@ class CorpusFacts:
     def train_tokens_for(self, vocab: int) -> int | None:
         return self.cached_tokens.get(vocab)
 
-    def cached_for(self, data: DataConfig) -> bool:
-        """Whether the run will find its tokens cached (then no tokenising in the budget)."""
+    @property
+    def any_cached(self) -> bool:
+        """Whether the run will likely find its tokens cached (then no tokenising in the budget)."""
         return bool(self.cached_tokens)
 
 

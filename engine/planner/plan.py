@@ -203,16 +203,16 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
     import psutil
 
     from engine.data.sources import load_documents
+    from engine.perf import process_ram_mb
     from engine.planner.calibrate import calibrate
     from engine.planner.corpus import corpus_facts
 
     started_at = started_at or time.time()
     calibration = calibrate(max_seconds=min(20.0, 0.1 * budget_s), use_cache=use_cache, use_dtype=base.train.use_dtype)
-    process = psutil.Process()
-    before_corpus_mb = process.memory_info().rss / 2**20
+    before_corpus_mb = process_ram_mb()
     documents = load_documents(base.data)
     facts = corpus_facts(documents, base.data)
-    loaded_mb = process.memory_info().rss / 2**20  # torch, data libraries and the corpus
+    loaded_mb = process_ram_mb()  # torch, data libraries and the corpus
     base_rss_mb = loaded_mb + (loaded_mb - before_corpus_mb if trains_here else 0.0)
     if calibration.device == "cuda":
         import torch
@@ -221,5 +221,5 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
     else:
         memory = psutil.virtual_memory().available
     return make_plan(budget_s, base, calibration, facts.train_bytes, memory,
-                     elapsed_s=time.time() - started_at, tokens_cached=facts.cached_for(base.data),
+                     elapsed_s=time.time() - started_at, tokens_cached=facts.any_cached,
                      unique_tokens_for=facts.train_tokens_for, base_rss_mb=base_rss_mb)

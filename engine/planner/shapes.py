@@ -12,6 +12,7 @@ Rules (each a `reason` the plan shows):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -54,8 +55,6 @@ class Shape:
 
     def model_config(self, base: ModelConfig) -> ModelConfig:
         """`base` with this shape (its other settings, e.g. norm and activation, kept)."""
-        import dataclasses
-
         return dataclasses.replace(
             base, num_dims=self.dims, num_layers=self.layers, num_heads=self.heads, num_kv_heads=self.kv_heads,
             ffn_hidden_dims=self.ffn, vocab_size=self.vocab, context_len=self.seq_len,
