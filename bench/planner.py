@@ -9,6 +9,7 @@ plan's predicted peak. Target: within +-3 % of the budget; memory within +-20 %.
 
 quality: three runs of the same budget on the embedded python-stdlib corpus, interleaved:
   planned  `train --preset laptop --budget B` (the planner sizes the model);
+  adamw    (only with --only) the same plan with AdamW instead of Muon: what the optimizer adds;
   laptop   the `laptop` preset with train.time_budget_s = B (so it also uses the whole budget);
   seed     the seed's tier for a budget under half an hour (from its time optimizer: 15 layers
            of 512, 8 heads, 8 kv, ffn 1536, window 512, batch 2 with gradient checkpointing
@@ -132,7 +133,7 @@ def held_out_bpb(run_dir: Path, skip_first: int) -> float:
 
 def quality(budget: str, rounds: int, only: list[str] | None = None) -> None:
     seconds = parse_budget(budget)
-    results: dict[str, list[float]] = {"planned": [], "laptop": [], "seed": []}
+    results: dict[str, list[float]] = {"planned": [], "adamw": [], "laptop": [], "seed": []}
     with tempfile.TemporaryDirectory() as scratch:
         runs = f"{scratch}/runs"
         seed_config = seed_tier_config(seconds, runs)
@@ -141,11 +142,12 @@ def quality(budget: str, rounds: int, only: list[str] | None = None) -> None:
         for round_index in range(rounds):
             commands = {
                 "planned": ["train", "--preset", "laptop", "--budget", budget],
+                "adamw": ["train", "--preset", "laptop", "--budget", budget, "--set", "train.optimizer=adamw"],
                 "laptop": ["train", "--preset", "laptop", "--set", f"train.time_budget_s={seconds}"],
                 "seed": ["train", "--config", str(seed_toml)],
             }
             for name, args in commands.items():
-                if only and name not in only:
+                if name not in (only or ["planned", "laptop", "seed"]):
                     continue
                 run_dir = Path(runs) / f"{name}-{round_index}"
                 wall, _, output = run_cli([*args, "--runs-dir", runs, "--run-dir", str(run_dir)], Path(scratch))
@@ -169,7 +171,7 @@ def main() -> None:
     quality_parser = commands.add_parser("quality")
     quality_parser.add_argument("--budget", default="5m")
     quality_parser.add_argument("--rounds", type=int, default=1)
-    quality_parser.add_argument("--only", nargs="+", choices=["planned", "laptop", "seed"], help="run only these")
+    quality_parser.add_argument("--only", nargs="+", choices=["planned", "adamw", "laptop", "seed"], help="run only these")
     args = parser.parse_args()
     if args.command == "timing":
         timing(args.budgets, args.rounds)

@@ -160,7 +160,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
             f"  tokens per step   {t.tokens_per_step:,} ({t.batch_size} x {t.max_seq_len} x "
             f"{t.accumulation_steps} accumulation)\n"
             f"  training memory   {_mib(memory.total)} ({precision}; weights {_mib(memory.weights)}, "
-            f"grads {_mib(memory.gradients)}, AdamW {_mib(memory.optimizer)}, activations "
+            f"grads {_mib(memory.gradients)}, optimizer {_mib(memory.optimizer)}, activations "
             f"{_mib(memory.activations)}, loss {_mib(memory.loss_buffers)})\n"
         )
         if problems:

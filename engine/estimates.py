@@ -13,6 +13,7 @@ from engine.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig, TrainConfig
 
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
+MUON_STATES = 1  # a momentum buffer, fp32
 
 
 def layer_matmul_params(config: ModelConfig) -> int:
@@ -35,6 +36,20 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> int:
     matmul = config.num_layers * layer_matmul_params(config) + config.vocab_size * config.num_dims
     attention = 12 * config.num_layers * config.num_dims * seq_len
     return 6 * matmul + attention
+
+
+def optimizer_bytes(model: ModelConfig, optimizer: str) -> int:
+    """The optimizer's state. Muon keeps one buffer per hidden matrix (AdamW keeps two for the
+    rest) and, while it steps, a float32 stack of one projection kind's updates across the
+    layers plus three bfloat16 working copies of it (engine/muon.py)."""
+    params = parameter_count(model)
+    if optimizer != "muon":
+        return 4 * ADAMW_STATES * params
+    hidden = model.num_layers * layer_matmul_params(model)
+    c, f = model.num_dims, model.ffn_hidden_dims
+    largest_kind = model.num_layers * max(c * f, c * model.num_heads * model.head_dim)
+    working = largest_kind * (4 + 3 * 2)
+    return 4 * (MUON_STATES * hidden + ADAMW_STATES * (params - hidden)) + working
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ def activation_bytes(
 def training_memory(
     model: ModelConfig, train: TrainConfig, low_precision: bool | None = None, device_type: str = "cpu"
 ) -> MemoryEstimate:
-    """Memory of one training process: fp32 weights, gradients and AdamW state, the saved
+    """Memory of one training process: fp32 weights, gradients and optimizer state, the saved
     activations of one micro-batch, and the logits' gradient alive as backward starts."""
     if low_precision is None:
         low_precision = train.use_dtype != "float32"
@@ -99,7 +114,7 @@ def training_memory(
     return MemoryEstimate(
         weights=4 * params,
         gradients=4 * params,
-        optimizer=4 * ADAMW_STATES * params,
+        optimizer=optimizer_bytes(model, train.optimizer),
         activations=activation_bytes(
             model, train.batch_size, train.max_seq_len, low_precision, train.gradient_checkpointing,
             device_type,

@@ -37,7 +37,7 @@ from engine.data.loader import BatchLoader
 from engine.data.sources import load_documents
 from engine.data.token_store import TokenStore, prepare_token_store
 from engine.errors import UserFacingError
-from engine.device import ComputeSetup, setup_compute
+from engine.device import ComputeSetup, bf16_supported, setup_compute
 from engine.estimates import flops_per_token
 from engine.evaluate import evaluate_model
 from engine.events import (
@@ -51,6 +51,7 @@ from engine.events import (
     StepMetrics,
 )
 from engine.model import Transformer
+from engine.muon import MuonAdamW
 from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
 from engine.schedule import lr_at, lr_at_progress
 
@@ -69,11 +70,26 @@ class TrainControl:
     eval_now: threading.Event = field(default_factory=threading.Event)
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not norms); fused kernels on CUDA."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The configured optimizer, with weight decay on matrices only (not norms).
+
+    AdamW uses fused kernels on CUDA. Muon takes the hidden matrices; the token embedding
+    (also the tied output head) and the norms stay with AdamW (see engine/muon.py)."""
     t = config.train
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    no_decay = [p for _, p in trainable if p.dim() < 2]
+    if t.optimizer == "muon":
+        embeddings = [p for name, p in trainable if p.dim() >= 2 and "embed_tokens" in name]
+        hidden = [p for name, p in trainable if p.dim() >= 2 and "embed_tokens" not in name]
+        groups = [
+            {"params": hidden, "weight_decay": t.weight_decay, "muon": True},
+            {"params": embeddings, "weight_decay": t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        # Newton-Schulz runs in bfloat16 where the hardware is fast at it, else in float32.
+        dtype = torch.bfloat16 if bf16_supported(device) else torch.float32
+        return MuonAdamW(groups, lr=t.learning_rate, betas=tuple(t.betas), orthogonalise_dtype=dtype)
+    decay = [p for _, p in trainable if p.dim() >= 2]
     groups = [
         {"params": decay, "weight_decay": t.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

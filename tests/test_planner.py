@@ -15,7 +15,8 @@ from engine.planner.shapes import MAX_ASPECT, MIN_ASPECT, candidate_shapes
 def fake_calibration(scale: float = 1.0, device: str = "cpu") -> Calibration:
     """A machine whose FLOP/s grow with width the way this 2-core CPU's do (x scale)."""
     return Calibration(
-        key="fake", device=device, device_name="fake", dtype="bfloat16", threads=2, tokens_per_step=4096,
+        key="fake", device=device, device_name="fake", dtype="bfloat16", threads=2, optimizer="adamw",
+        tokens_per_step=4096,
         widths=(64, 128, 256), flops_per_s=tuple(scale * f for f in (1.6e11, 2.7e11, 3.9e11)),
         base_rss_mb=300.0, memory_factor=1.5, seconds=0.0, from_cache=True,
     )
@@ -137,3 +138,15 @@ def test_a_real_calibration_measures_speed_and_memory(tmp_path, monkeypatch):
     again = calibrate(threads=1, max_seconds=2.0)  # measures and caches the full set
     cached = calibrate(threads=1, max_seconds=2.0)
     assert cached.from_cache and cached.flops_per_s == again.flops_per_s
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_plan_trains_with_the_optimizer_its_speed_was_measured_with(optimizer):
+    calibration = dataclasses.replace(fake_calibration(), optimizer=optimizer)
+    result = plan(300, calibration=calibration)
+    assert result.config.train.optimizer == optimizer
+    assert any(reason.startswith(f"optimizer {optimizer}") for reason in result.reasons)
+    # The memory prediction counts that optimizer's state.
+    adamw = plan(300, calibration=dataclasses.replace(fake_calibration(), optimizer="adamw"))
+    if optimizer == "muon":
+        assert result.peak_memory_mb < adamw.peak_memory_mb

@@ -27,8 +27,9 @@ def train(config, run_dir, resume=False, stop_after=None):
     return trainer, finished, events
 
 
-def test_loss_falls_on_the_embedded_corpus(tiny_run_config, tmp_path):
-    config = tiny_run_config(max_steps=120, eval_interval=60)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_loss_falls_on_the_embedded_corpus(tiny_run_config, tmp_path, optimizer):
+    config = tiny_run_config(max_steps=120, eval_interval=60, optimizer=optimizer)
     trainer, finished, events = train(config, tmp_path / "run")
     assert finished.status == "completed", finished.message
     evals = [e for e in events if isinstance(e, EvalResult)]
@@ -47,8 +48,9 @@ def test_loss_falls_on_the_embedded_corpus(tiny_run_config, tmp_path):
     assert latest_name(run) == "step_000120"
 
 
-def test_resume_is_bit_identical(tiny_run_config, tmp_path):
-    config = tiny_run_config(max_steps=20, eval_interval=5)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_identical(tiny_run_config, tmp_path, optimizer):
+    config = tiny_run_config(max_steps=20, eval_interval=5, optimizer=optimizer)
     straight, _, _ = train(config, tmp_path / "straight")
 
     first, stopped, events = train(config, tmp_path / "resumed", stop_after=10)

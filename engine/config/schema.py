@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+OPTIMIZERS = ("adamw", "muon")
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 NORM_TYPES = ("rmsnorm", "layernorm")
 EMBEDDED_CORPORA = ("python-stdlib", "python-docs")
@@ -113,8 +114,14 @@ class TrainConfig:
         0.1, "Final learning rate as a fraction of the peak (cosine decay).", min=0.0, max=1.0
     )
     warmup_ratio: float = setting(0.05, "Fraction of the run spent warming the learning rate up.", min=0.0, max=1.0)
-    weight_decay: float = setting(0.1, "AdamW weight decay (matrices only).", min=0.0)
-    betas: tuple[float, float] = setting([0.9, 0.95], "AdamW betas (beta1, beta2), each in [0, 1).")
+    optimizer: str = setting(
+        "adamw", "muon orthogonalises the hidden matrices' updates (AdamW keeps embeddings and norms).",
+        choices=OPTIMIZERS,
+    )
+    weight_decay: float = setting(0.1, "Decoupled weight decay (matrices only).", min=0.0)
+    betas: tuple[float, float] = setting(
+        [0.9, 0.95], "AdamW betas (beta1, beta2), each in [0, 1); with muon, for embeddings and norms."
+    )
     grad_clip: float = setting(1.0, "Clip the global gradient norm to this value.", min=0.0, zero_means="no clipping")
     use_dtype: str = setting(
         "auto", "Compute precision; auto picks bfloat16 where supported, else float32.", choices=DTYPES

@@ -1,12 +1,12 @@
 """Measure what training achieves on this machine: FLOP/s by model width, and memory.
 
-A few real optimizer steps (forward, cross-entropy, backward, AdamW, in the precision runs
-will use) of models 4 layers deep at a few widths, on random tokens, warm-up excluded. Speed
+A few real optimizer steps (forward, cross-entropy, backward, the optimizer runs will use, in
+the precision they will use) of models 4 layers deep at a few widths, on random tokens, warm-up excluded. Speed
 depends mostly on width (how well the matmuls use the cores), so sizing interpolates between
 the measured widths. Memory: how much the process really grows for the widest model, against
 `engine.estimates.training_memory`, gives a factor the plan's memory prediction uses.
 
-The result is cached per machine, torch version, device, precision and thread count, so only
+The result is cached per machine, torch version, device, precision, thread count and optimizer, so only
 the first plan on a machine pays for it (a few seconds on 2 CPU cores).
 """
 
@@ -28,10 +28,13 @@ from engine.estimates import flops_per_token, training_memory
 from engine.paths import cache_dir
 from engine.planner.shapes import Shape
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2  # 2: keyed by optimizer; 2048 tokens per CPU step
 CPU_WIDTHS = (64, 128, 256)
 GPU_WIDTHS = (256, 512, 1024)
-CPU_TOKENS_PER_STEP = 4096  # batch 16 x 256: the sweep's batch on 2 cores
+# Batch 8 x 256 on a CPU: it runs as many tokens/s as 16 x 256 on 2 cores and gives twice the
+# updates, which won at 5 minutes (with AdamW 1.38 against 1.45 bits/byte; with Muon 1.20
+# against 1.21); 4 x 256 lost a third of the speed and with it the lead (1.28).
+CPU_TOKENS_PER_STEP = 2048
 GPU_TOKENS_PER_STEP = 65536
 CALIBRATION_LAYERS = 4
 
@@ -45,6 +48,7 @@ class Calibration:
     device_name: str
     dtype: str
     threads: int
+    optimizer: str
     tokens_per_step: int
     widths: tuple[int, ...]
     flops_per_s: tuple[float, ...]
@@ -67,8 +71,8 @@ class Calibration:
         return points[-1][1]
 
 
-def machine_key(device_name: str, dtype: str, threads: int) -> str:
-    """What a calibration is valid for: this CPU / GPU, torch version, precision, threads."""
+def machine_key(device_name: str, dtype: str, threads: int, optimizer: str) -> str:
+    """What a calibration is valid for: this CPU / GPU, torch version, precision, threads, optimizer."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -77,7 +81,7 @@ def machine_key(device_name: str, dtype: str, threads: int) -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    identity = [CALIBRATION_VERSION, cpu, os.cpu_count(), device_name, torch.__version__, dtype, threads]
+    identity = [CALIBRATION_VERSION, cpu, os.cpu_count(), device_name, torch.__version__, dtype, threads, optimizer]
     return hashlib.sha1(json.dumps(identity).encode()).hexdigest()[:16]
 
 
@@ -86,9 +90,11 @@ def calibration_path(key: str) -> Path:
 
 
 def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: bool = True,
-              widths: tuple[int, ...] | None = None, use_dtype: str = "auto") -> Calibration:
-    """This machine's calibration in `use_dtype` (a train.use_dtype value): from the cache
-    when measured before, else measured now within about `max_seconds`."""
+              widths: tuple[int, ...] | None = None, use_dtype: str = "auto",
+              optimizer: str = "adamw") -> Calibration:
+    """This machine's calibration in `use_dtype` (a train.use_dtype value) with `optimizer`
+    (a train.optimizer value): from the cache when measured before, else measured now within
+    about `max_seconds`."""
     import torch
 
     from engine.device import setup_compute
@@ -96,7 +102,7 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
 
     compute = setup_compute(use_dtype, threads)
     device_name = torch.cuda.get_device_name(compute.device) if compute.device.type == "cuda" else "cpu"
-    key = machine_key(device_name, compute.dtype_name, compute.threads)
+    key = machine_key(device_name, compute.dtype_name, compute.threads, optimizer)
     path = calibration_path(key)
     if use_cache and widths is None and path.is_file():
         try:
@@ -114,7 +120,8 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     for index, width in enumerate(widths):
         share = max_seconds / len(widths)
         try:
-            speed, factor = _measure(Shape(width, CALIBRATION_LAYERS), tokens_per_step, compute, share, base_rss_mb)
+            speed, factor = _measure(Shape(width, CALIBRATION_LAYERS), tokens_per_step, compute, share,
+                                     base_rss_mb, optimizer)
         except torch.OutOfMemoryError:  # a small GPU: the widths measured so far will do
             torch.cuda.empty_cache()
             break
@@ -127,7 +134,7 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
         raise RuntimeError(f"could not time even a {widths[0]}-wide model on {device_name}: out of memory")
     calibration = Calibration(
         key=key, device=compute.device.type, device_name=device_name, dtype=compute.dtype_name,
-        threads=compute.threads, tokens_per_step=tokens_per_step, widths=tuple(measured_widths),
+        threads=compute.threads, optimizer=optimizer, tokens_per_step=tokens_per_step, widths=tuple(measured_widths),
         flops_per_s=tuple(speeds), base_rss_mb=base_rss_mb, memory_factor=memory_factor,
         seconds=time.perf_counter() - started,
     )
@@ -139,7 +146,8 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     return calibration
 
 
-def _measure(shape: Shape, tokens_per_step: int, compute, seconds: float, base_rss_mb: float) -> tuple[float, float]:
+def _measure(shape: Shape, tokens_per_step: int, compute, seconds: float, base_rss_mb: float,
+             optimizer_name: str) -> tuple[float, float]:
     """(training FLOP/s, measured / estimated memory) for `shape`, timing steps for about `seconds`."""
     import torch
 
@@ -150,7 +158,8 @@ def _measure(shape: Shape, tokens_per_step: int, compute, seconds: float, base_r
     model_config = shape.model_config(ModelConfig())
     seq = shape.seq_len
     batch = max(1, tokens_per_step // seq)
-    train = dataclasses.replace(TrainConfig(), batch_size=batch, max_seq_len=seq, use_dtype=compute.dtype_name)
+    train = dataclasses.replace(TrainConfig(), batch_size=batch, max_seq_len=seq, use_dtype=compute.dtype_name,
+                                optimizer=optimizer_name)
     torch.manual_seed(0)
     model = Transformer(model_config).to(compute.device)
     optimizer = build_optimizer(model, RunConfig(model=model_config, train=train), compute.device)

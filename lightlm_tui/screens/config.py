@@ -136,7 +136,7 @@ class ConfigScreen(Screen):
             "training memory",
             f"  {memory.total / 2**20:,.0f} MiB{ram}",
             f"  weights {memory.weights / 2**20:,.1f}",
-            f"  AdamW   {memory.optimizer / 2**20:,.1f}",
+            f"  optim.  {memory.optimizer / 2**20:,.1f}",
             f"  activ.  {memory.activations / 2**20:,.1f}",
         ])
 
