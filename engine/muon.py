@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -64,7 +64,7 @@ class MuonAdamW(torch.optim.Optimizer):
         self.orthogonalise_dtype = orthogonalise_dtype
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - the signature torch.optim.Optimizer defines
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -23,7 +23,7 @@ from engine.config import ConfigError, RunConfig, config_from_dict, config_to_di
 COMPARED = [
     "model.num_dims", "model.num_layers", "model.num_heads", "model.num_kv_heads", "model.ffn_hidden_dims",
     "model.vocab_size", "model.context_len", "train.time_budget_s", "train.max_steps", "train.max_seq_len",
-    "train.batch_size", "train.learning_rate", "train.warmup_ratio", "train.gradient_checkpointing",
+    "train.optimizer", "train.batch_size", "train.learning_rate", "train.warmup_ratio", "train.gradient_checkpointing",
     "train.use_compile", "train.eval_interval", "train.eval_batches", "data.tokenizer_vocab_size",
 ]
 
