@@ -2,7 +2,7 @@
 
 Layout of one checkpoint (RUN_DIR/checkpoints/step_000500/):
     model.safetensors   weights
-    optimizer.pt        AdamW state (tensors and numbers only; read with weights_only=True)
+    optimizer.pt        optimizer state (tensors and numbers only; read with weights_only=True)
     rng.safetensors     torch RNG states (CPU, and each CUDA device)
     config.toml         the run config
     state.json          step, epoch, elapsed time, tokens seen, config hash, ... (written last)

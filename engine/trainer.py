@@ -1,4 +1,4 @@
-"""The training loop: data, model, AdamW, schedule, precision, evaluation, checkpoints.
+"""The training loop: data, model, optimizer, schedule, precision, evaluation, checkpoints.
 
 `Trainer(config, run_dir, emit).run()` trains and returns the RunFinished event; everything it
 has to say on the way goes through `emit` as events (engine/events.py). A `TrainControl`

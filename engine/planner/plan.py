@@ -38,8 +38,9 @@ COMPILE_COST_S = 45.0
 COMPILE_GAIN = {"cpu": 0.05, "cuda": 0.15}
 MEMORY_HEADROOM = 0.8  # of what is free: the OS, the UI and the data need the rest
 # Muon for the hidden matrices: at 5 minutes on 2 CPU cores it beat AdamW with the same
-# model, batch and learning rate by 0.19 held-out bits/byte (bench/planner.py), for ~7 %
-# fewer tokens/s (its Newton-Schulz products). Calibration times steps with it.
+# model, batch and learning rate by 0.2 held-out bits/byte (1.19 against 1.39, bench/planner.py
+# quality --only planned adamw), for 7-10 % fewer tokens/s (its Newton-Schulz products).
+# Calibration times steps with it.
 PLANNED_OPTIMIZER = "muon"
 
 
