@@ -38,7 +38,7 @@ from engine.data.sources import load_documents
 from engine.data.token_store import TokenStore, prepare_token_store
 from engine.errors import UserFacingError
 from engine.device import ComputeSetup, bf16_supported, setup_compute
-from engine.estimates import flops_per_token
+from engine.estimates import flops_per_token, optimizer_bytes
 from engine.evaluate import evaluate_model
 from engine.events import (
     CheckpointSaved,
@@ -78,8 +78,9 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.dev
     t = config.train
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     no_decay = [p for _, p in trainable if p.dim() < 2]
+    decay = [p for _, p in trainable if p.dim() >= 2]
     if t.optimizer == "muon":
-        embeddings = [p for name, p in trainable if p.dim() >= 2 and "embed_tokens" in name]
+        embeddings = [p for name, p in trainable if "embed_tokens" in name]
         hidden = [p for name, p in trainable if p.dim() >= 2 and "embed_tokens" not in name]
         groups = [
             {"params": hidden, "weight_decay": t.weight_decay, "muon": True},
@@ -89,7 +90,6 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.dev
         # Newton-Schulz runs in bfloat16 where the hardware is fast at it, else in float32.
         dtype = torch.bfloat16 if bf16_supported(device) else torch.float32
         return MuonAdamW(groups, lr=t.learning_rate, betas=tuple(t.betas), orthogonalise_dtype=dtype)
-    decay = [p for _, p in trainable if p.dim() >= 2]
     groups = [
         {"params": decay, "weight_decay": t.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -355,13 +355,13 @@ class Trainer:
     def _budget_clock(self) -> BudgetClock:
         """The clock a budgeted run stops by; a resumed run gets what its budget has left."""
         t, extra = self.config.train, self.state.extra
-        weights_and_moments = 3 * 4 * self.model.num_parameters()  # fp32 weights + AdamW's two moments
+        checkpoint_bytes = 4 * self.model.num_parameters() + optimizer_bytes(self.config.model, t.optimizer)
         return BudgetClock(
             budget_s=t.time_budget_s - extra.get("budget_used_s", 0.0),
             started_at=self.budget_started_at,
             start_progress=extra.get("budget_progress", 0.0),
             eval_in_steps=0.5 * t.eval_batches / t.accumulation_steps,
-            checkpoint_s=0.1 + weights_and_moments / 200e6,  # until one has been timed
+            checkpoint_s=0.1 + checkpoint_bytes / 200e6,  # until one has been timed
         )
 
     def _take_requests(self) -> None:

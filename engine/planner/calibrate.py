@@ -1,13 +1,13 @@
 """Measure what training achieves on this machine: FLOP/s by model width, and memory.
 
-A few real optimizer steps (forward, cross-entropy, backward, the optimizer runs will use, in
-the precision they will use) of models 4 layers deep at a few widths, on random tokens, warm-up excluded. Speed
-depends mostly on width (how well the matmuls use the cores), so sizing interpolates between
-the measured widths. Memory: how much the process really grows for the widest model, against
-`engine.estimates.training_memory`, gives a factor the plan's memory prediction uses.
+A few real optimizer steps (forward, cross-entropy, backward, and the optimizer and precision
+runs will use) of models 4 layers deep at a few widths, on random tokens, warm-up excluded.
+Speed depends mostly on width (how well the matmuls use the cores), so sizing interpolates
+between the measured widths. Memory: how much the process really grows for the widest model,
+against `engine.estimates.training_memory`, gives a factor the plan's memory prediction uses.
 
-The result is cached per machine, torch version, device, precision, thread count and optimizer, so only
-the first plan on a machine pays for it (a few seconds on 2 CPU cores).
+The result is cached per machine, torch version, device, precision, thread count and
+optimizer, so only the first plan on a machine pays for it (a few seconds on 2 CPU cores).
 """
 
 from __future__ import annotations
