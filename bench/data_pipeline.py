@@ -20,7 +20,7 @@ from engine.config import DataConfig, load_preset
 from engine.data.sources import load_documents
 from engine.data.token_store import prepare_token_store
 from engine.data.tokenizer import build_tokenizer
-from engine.trainer import Trainer
+from engine.train.trainer import Trainer
 
 
 def main() -> None:

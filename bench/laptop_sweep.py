@@ -25,8 +25,8 @@ import torch
 from engine.config import ModelConfig
 from engine.data.embedded import python_stdlib_documents
 from engine.data.tokenizer import EOS, train_bpe
-from engine.estimates import parameter_count
-from engine.model import Transformer
+from engine.model.estimates import parameter_count
+from engine.model.transformer import Transformer
 
 CANDIDATES = {
     # name: (vocab, dims, layers, heads, kv_heads, ffn, batch, lr)

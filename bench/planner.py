@@ -113,7 +113,7 @@ def held_out_bpb(run_dir: Path, skip_first: int) -> float:
     from engine.config import load_config
     from engine.data.embedded import embedded_documents
     from engine.data.token_store import validation_indices
-    from engine.evaluate import evaluate_model
+    from engine.train.evaluate import evaluate_model
     from engine.generation import load_run
 
     docs = embedded_documents("python-stdlib")

@@ -1,7 +1,7 @@
 """How many torch threads should training use, alone and with a UI beside it?
 
 For each torch intra-op thread count, trains the `laptop` preset's model on random tokens
-(forward, backward, AdamW, bf16 autocast where supported) in an engine thread, alone and
+(the trainer's own step: forward, backward, clipping, the preset's optimizer, bf16 autocast where supported) in an engine thread, alone and
 with a stand-in UI in the main thread: a 20 Hz timer doing ~2 ms of Python work per tick,
 as a Textual app redrawing a monitor would. Prints median tokens/s and the UI's tick lag
 (p50 / p99). The configurations are interleaved round by round.
@@ -20,8 +20,11 @@ import time
 import torch
 
 from engine.config import load_preset
-from engine.device import resolve_dtype
-from engine.model import Transformer
+from engine.data.loader import StepBatch
+from engine.device import setup_compute
+from engine.model.builder import build_model
+from engine.train.optimizers import build_optimizer
+from engine.train.step import TrainStep
 
 
 def ui_ticker(stop: threading.Event, lags: list[float], hz: float = 20.0, work_s: float = 0.002) -> None:
@@ -45,28 +48,23 @@ def train_for(seconds: float, threads: int, with_ui: bool) -> tuple[float, list[
         # Everything torch does happens on this thread, as in the app: a main thread that has
         # run torch ops keeps an OpenMP worker that oversubscribes the cores (bench/ui_overhead.py).
         config = load_preset("laptop")
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        model = Transformer(config.model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
         t = config.train
+        compute = setup_compute(t.use_dtype, threads, torch.device("cpu"))
+        model = build_model(config.model, compute.device, seed=0)
+        # The trainer's own step (autocast, clipping, the configured optimizer).
+        train_step = TrainStep(model, build_optimizer(model, config, compute.device), compute, t.grad_clip)
         window = torch.randint(0, config.model.vocab_size, (t.batch_size, t.max_seq_len + 1))
-        inputs, targets = window[:, :-1], window[:, 1:]
-        dtype = resolve_dtype(t.use_dtype, torch.device("cpu"))
+        batch = StepBatch(0, window[:, :-1], window[:, 1:])
 
         def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-                _, loss, _ = model(inputs, targets)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(batch, t.learning_rate)
 
         for _ in range(2):
             step()  # warm-up
         start, tokens = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
             step()
-            tokens += inputs.numel()
+            tokens += batch.inputs.numel()
         result["tokens_per_s"] = tokens / (time.perf_counter() - start)
 
     lags: list[float] = []

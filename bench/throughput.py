@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
-from engine.estimates import flops_per_token, parameter_count
-from engine.hf_compat import llama_config_kwargs, to_hf_state_dict
-from engine.model import Transformer
+from engine.model.estimates import flops_per_token, parameter_count
+from engine.model.hf_compat import llama_config_kwargs, to_hf_state_dict
+from engine.model.transformer import Transformer
 from engine.perf import matmul_peak_flops
 
 SHAPES = {

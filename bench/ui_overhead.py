@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from engine.config import load_preset
-from engine.events import StepMetrics
-from engine.trainer import Trainer
+from engine.runs.events import StepMetrics
+from engine.train.trainer import Trainer
 from lightlm_tui.app import make_app
 
 
@@ -64,7 +64,7 @@ async def with_app(steps: int, scratch: str) -> tuple[float, list[float]]:
 
 
 def _step_events(run_dir: Path):
-    from engine.run_dir import read_events
+    from engine.runs.run_dir import read_events
 
     return [e for e in read_events(run_dir) if isinstance(e, StepMetrics)]
 

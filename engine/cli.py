@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from engine.control_channel import REQUESTS, send_request
+from engine.runs.control_channel import REQUESTS, send_request
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -27,9 +27,9 @@ from engine.config import (
     save_config,
     validate,
 )
-from engine.estimates import flops_per_token, parameter_count, training_memory
+from engine.model.estimates import flops_per_token, parameter_count, training_memory
 from engine.errors import UserFacingError
-from engine.events import LogLine
+from engine.runs.events import LogLine
 
 EXIT_BAD_INPUT = 2
 DETACH_HELP = ("run in the background and return at once (output to RUN_DIR/engine.log; "
@@ -171,10 +171,10 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO, budget_started_at: float | None = None) -> int:
-    from engine.events import Event
+    from engine.runs.events import Event
     from engine.progress import ProgressPrinter
-    from engine.run_dir import EventLog
-    from engine.trainer import Trainer, TrainControl
+    from engine.runs.run_dir import EventLog
+    from engine.train.trainer import Trainer, TrainControl
 
     log, printer, control = EventLog(run_dir), ProgressPrinter(out), TrainControl()
 
@@ -198,7 +198,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO, budget_s
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    from engine.run_dir import new_run_dir
+    from engine.runs.run_dir import new_run_dir
 
     config = resolve_config(args)
     if args.name:
@@ -265,7 +265,7 @@ def _empty_run_dir(path: str) -> Path:
 
 
 def _detach(cli_args: list[str], run_dir: Path, out: TextIO) -> int:
-    from engine.detach import DetachError, start_detached
+    from engine.runs.detach import DetachError, start_detached
 
     try:
         child = start_detached(cli_args, run_dir)
@@ -286,7 +286,7 @@ def _existing_run(path: str) -> Path:
 
 
 def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
-    from engine.checkpoint import load_latest
+    from engine.train.checkpoint import load_latest
 
     run_dir = _existing_run(args.run_dir)
     refuse_if_training(run_dir)
@@ -300,7 +300,7 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
 
 def refuse_if_training(run_dir: Path) -> None:
     """Two processes training one run dir would overwrite each other's checkpoints."""
-    from engine.run_dir import summarize_run
+    from engine.runs.run_dir import summarize_run
 
     if summarize_run(run_dir).status == "running":
         raise UserFacingError(f"{run_dir} is training right now in another process; watch it with "
@@ -308,7 +308,7 @@ def refuse_if_training(run_dir: Path) -> None:
 
 
 def cmd_control(args: argparse.Namespace, out: TextIO) -> int:
-    from engine.run_dir import summarize_run
+    from engine.runs.run_dir import summarize_run
 
     run_dir = _existing_run(args.run_dir)
     summary = summarize_run(run_dir)
@@ -324,7 +324,7 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from engine.data.sources import load_documents
     from engine.data.token_store import prepare_token_store
     from engine.device import setup_compute
-    from engine.evaluate import evaluate_model
+    from engine.train.evaluate import evaluate_model
     from engine.generation import load_run
 
     run_dir = _existing_run(args.run_dir)

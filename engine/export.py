@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from engine.errors import UserFacingError
 from engine.generation import load_run
-from engine.hf_compat import hf_incompatibilities, llama_config_kwargs, to_hf_state_dict
+from engine.model.hf_compat import hf_incompatibilities, llama_config_kwargs, to_hf_state_dict
 
 MARKER = "lightlm_export.json"
 

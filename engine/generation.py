@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint, load_latest
+from engine.train.checkpoint import CheckpointError, load_checkpoint, load_latest
 from engine.config import ConfigError, load_config
 from engine.data.tokenizer import TextTokenizer, load_pretrained_tokenizer
-from engine.model import Transformer
+from engine.model.builder import build_model
+from engine.model.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, device: str = "cpu")
     except ConfigError as exc:
         raise CheckpointError(f"{run_dir}/config.toml: {exc}") from None
     loaded = load_checkpoint(checkpoint, device) if checkpoint else load_latest(run_dir, device)
-    model = Transformer(config.model).to(device)
+    model = build_model(config.model, device)
     model.load_state_dict(loaded.model_state)
     model.eval()
     return LoadedRun(run_dir, model, load_pretrained_tokenizer(str(run_dir / "tokenizer")), loaded.state.step)

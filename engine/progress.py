@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from engine.events import CheckpointSaved, EngineError, EvalResult, Event, LogLine, RunFinished, RunStarted, StepMetrics
+from engine.runs.events import CheckpointSaved, EngineError, EvalResult, Event, LogLine, RunFinished, RunStarted, StepMetrics
 
 
 def format_duration(seconds: float) -> str:

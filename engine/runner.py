@@ -18,8 +18,8 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.errors import UserFacingError
-from engine.events import EngineError, Event, GeneratedText, LogLine, PlanReady, StepMetrics
-from engine.run_dir import EventLog, new_run_dir
+from engine.runs.events import EngineError, Event, ExportFinished, GeneratedText, LogLine, PlanReady, StepMetrics
+from engine.runs.run_dir import EventLog, new_run_dir
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class EngineRunner:
                 self.listener(EngineError(f"{exc.__class__.__name__}: {exc}", recoverable=True))
 
     def _run(self, command: StartRun) -> None:
-        from engine.trainer import Trainer  # torch loads here, on the engine thread
+        from engine.train.trainer import Trainer  # torch loads here, on the engine thread
 
         run_dir = command.run_dir or new_run_dir(command.config.train.runs_dir, command.config.name)
         log = EventLog(run_dir)
@@ -201,7 +201,7 @@ class EngineRunner:
         from engine.export import export_hf
 
         target = export_hf(command.run_dir, command.out_dir)
-        self.listener(LogLine("info", f"exported {command.run_dir} to {target}"))
+        self.listener(ExportFinished(str(command.run_dir), str(target), "hf"))
 
     def _generate(self, command: Generate) -> None:
         from engine.generation import SamplingSettings, generate_text, load_run

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from engine.config import RunConfig, load_preset
-from engine.events import EngineError, GeneratedText, LogLine, PlanReady
+from engine.runs.events import EngineError, ExportFinished, GeneratedText, PlanReady
 from engine.paths import cache_dir
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
@@ -69,7 +69,7 @@ class LightLMApp(App):
 
     def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen:
         """Start (or resume) training `config` on the engine thread and show its Monitor."""
-        monitor = MonitorScreen(bridge=self.bridge)
+        monitor = MonitorScreen(bridge=self.bridge, live_run_dir=run_dir)
         self.push_screen(monitor)
         self.bridge.start_run(config, run_dir, resume)
         return monitor
@@ -103,8 +103,8 @@ class LightLMApp(App):
                 if isinstance(screen, BudgetScreen):
                     screen.plan_ready(event)
             return
-        if isinstance(event, LogLine) and event.text.startswith("exported "):
-            self.notify(event.text)
+        if isinstance(event, ExportFinished):
+            self.notify(f"exported {event.run_dir} to {event.path}")
         elif isinstance(event, EngineError) and event.recoverable:
             planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
             if planning is not None:  # the error answers the plan being waited for
@@ -115,7 +115,8 @@ class LightLMApp(App):
         for screen in self.screen_stack:
             if isinstance(event, (GeneratedText, EngineError)) and isinstance(screen, PlaygroundScreen):
                 screen.apply(event)
-            elif isinstance(screen, MonitorScreen) and screen.bridge is not None and not isinstance(event, GeneratedText):
+            elif (isinstance(screen, MonitorScreen) and screen.bridge is not None
+                  and not isinstance(event, GeneratedText) and screen.wants(event)):
                 screen.apply(event)
 
     def on_unmount(self) -> None:

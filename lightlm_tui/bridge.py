@@ -10,7 +10,7 @@ from textual.app import App
 from textual.message import Message
 
 from engine.config import RunConfig
-from engine.events import Event
+from engine.runs.events import Event
 
 
 class EngineEvent(Message):

@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.events import CheckpointSaved, EngineError, EvalResult, Event, LogLine, RunFinished, RunStarted, StepMetrics
+from engine.runs.events import (
+    CheckpointSaved,
+    EngineError,
+    EvalResult,
+    Event,
+    LogLine,
+    PauseChanged,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+)
 
 MAX_POINTS = 20_000
 
@@ -33,16 +43,21 @@ class RunView:
     ram_mb: deque = field(default_factory=lambda: deque(maxlen=MAX_POINTS))
     checkpoints: list = field(default_factory=list)
     log: deque = field(default_factory=lambda: deque(maxlen=500))
+    reports: int = 0  # step events folded in so far (the series are capped; this never is)
 
     def apply(self, event: Event) -> None:
-        """Fold one event into the view."""
+        """Fold one event into the view. A RunStarted of another run starts the view afresh
+        (the same run's, on resume, continues its series)."""
         if isinstance(event, RunStarted):
+            if self.run_dir and event.run_dir != self.run_dir:
+                self.__dict__.update(RunView().__dict__)  # nothing of the other run stays
             self.run_dir, self.params, self.total_steps = event.run_dir, event.params, event.total_steps
             self.device, self.dtype, self.finished = event.device, event.dtype, None
             self.process = (event.pid, event.pid_started, event.host)
             self.time_budget_s = event.time_budget_s
         elif isinstance(event, StepMetrics):
             self.last = event
+            self.reports += 1
             self.loss.append((event.step, event.loss))
             self.tokens_per_s.append((event.step, event.tokens_per_s))
             self.ram_mb.append((event.step, event.vram_mb or event.ram_mb))
@@ -53,8 +68,8 @@ class RunView:
             self.checkpoints.append(event)
         elif isinstance(event, LogLine):
             self.log.append(f"{event.level}: {event.text}" if event.level != "info" else event.text)
-            if event.text in ("paused", "resumed"):
-                self.paused = event.text == "paused"
+        elif isinstance(event, PauseChanged):
+            self.paused = event.paused
         elif isinstance(event, EngineError):
             self.log.append(f"error: {event.message}")
         elif isinstance(event, RunFinished):

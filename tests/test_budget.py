@@ -5,8 +5,8 @@ import math
 import pytest
 
 from engine.budget import BudgetError, format_budget, parse_budget
-from engine.budget_clock import EXIT_TAIL_S, BudgetClock
-from engine.schedule import lr_at, lr_at_progress
+from engine.train.budget_clock import EXIT_TAIL_S, BudgetClock
+from engine.train.schedule import lr_at, lr_at_progress
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -114,8 +114,8 @@ def test_time_schedule_matches_the_step_schedule_shape():
 def test_a_budgeted_run_ends_on_time_with_its_schedule_finished(tiny_run_config, tmp_path):
     import time
 
-    from engine.events import StepMetrics
-    from engine.trainer import Trainer
+    from engine.runs.events import StepMetrics
+    from engine.train.trainer import Trainer
 
     config = tiny_run_config(max_steps=0, time_budget_s=6.0, log_interval=5, eval_interval=0)
     warm_token_cache(config)
@@ -135,9 +135,9 @@ def test_a_stopped_budgeted_run_resumes_with_what_its_budget_has_left(tiny_run_c
     import threading
     import time
 
-    from engine.checkpoint import load_latest
-    from engine.events import StepMetrics
-    from engine.trainer import Trainer
+    from engine.train.checkpoint import load_latest
+    from engine.runs.events import StepMetrics
+    from engine.train.trainer import Trainer
 
     config = tiny_run_config(max_steps=0, time_budget_s=8.0, log_interval=5, eval_interval=0)
     warm_token_cache(config)

@@ -104,6 +104,6 @@ def test_ctrl_c_stops_with_a_checkpoint(tiny_run_config, tmp_path):
     assert process.returncode == 0, output
     assert "stopping after this step" in output and "Finished (stopped)" in output
     assert "Traceback" not in output
-    from engine.checkpoint import load_latest
+    from engine.train.checkpoint import load_latest
 
     assert load_latest(tmp_path / "runs" / "t").state.step >= 20

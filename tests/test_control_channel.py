@@ -9,10 +9,10 @@ import pytest
 
 from engine.cli import main as cli_main
 from engine.config import save_config
-from engine.control_channel import ControlWatcher, apply_request, send_request
-from engine.events import LogLine, RunFinished, StepMetrics
-from engine.run_dir import read_events, summarize_run
-from engine.trainer import TrainControl, Trainer
+from engine.runs.control_channel import ControlWatcher, apply_request, send_request
+from engine.runs.events import LogLine, PauseChanged, RunFinished, StepMetrics
+from engine.runs.run_dir import read_events, summarize_run
+from engine.train.trainer import TrainControl, Trainer
 
 
 def test_watcher_reads_only_new_whole_requests(tmp_path):
@@ -62,7 +62,7 @@ def test_a_training_run_obeys_its_control_file(tiny_run_config, tmp_path):
     try:
         wait_until(lambda: any(isinstance(e, StepMetrics) for e in events))
         send_request(run_dir, "pause")
-        wait_until(lambda: any(isinstance(e, LogLine) and e.text == "paused" for e in events))
+        wait_until(lambda: any(isinstance(e, PauseChanged) and e.paused for e in events))
         steps_when_paused = sum(isinstance(e, StepMetrics) for e in events)
         time.sleep(0.6)
         assert sum(isinstance(e, StepMetrics) for e in events) == steps_when_paused  # really paused
@@ -115,8 +115,8 @@ def test_train_refuses_a_run_dir_that_holds_a_run(tiny_run_config, tmp_path, cap
 
 
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path):
-    from engine.events import RunStarted
-    from engine.run_dir import EventLog
+    from engine.runs.events import RunStarted
+    from engine.runs.run_dir import EventLog
     import socket
 
     log = EventLog(tmp_path)
@@ -130,8 +130,8 @@ def test_a_run_whose_process_died_reads_as_interrupted(tmp_path):
 
 def test_resume_refuses_a_run_that_is_training_elsewhere(tiny_run_config, tmp_path, capsys):
     from engine.config import save_config as save
-    from engine.events import RunStarted
-    from engine.run_dir import EventLog
+    from engine.runs.events import RunStarted
+    from engine.runs.run_dir import EventLog
     import os
     import psutil
     import socket

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import cross_entropy as ce_module
-from engine.cross_entropy import cross_entropy
+import engine.model.cross_entropy as ce_module
+from engine.model.cross_entropy import cross_entropy
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.config import DataConfig
-from engine.data.loader import BatchLoader, eval_starts, make_batch, window_starts
+from engine.data.loader import BatchLoader, eval_starts, make_batch, step_window_starts
 from engine.data.sources import DataSourceError, load_documents
 from engine.data.token_store import prepare_token_store, validation_indices
 
@@ -100,19 +100,42 @@ def test_targets_are_the_inputs_shifted_by_one():
 
 def test_windows_are_a_pure_function_of_seed_and_step():
     tokens = np.arange(50_000, dtype=np.uint16)
-    with BatchLoader(tokens, batch_size=4, seq_len=32, accumulation_steps=2, seed=3) as loader:
-        from_start = [next(loader) for _ in range(10)]  # steps 0..4, two micro-batches each
-    with BatchLoader(tokens, batch_size=4, seq_len=32, accumulation_steps=2, seed=3, start_step=3) as loader:
-        resumed = [next(loader) for _ in range(4)]  # steps 3..4
-    for a, b in zip(from_start[6:], resumed):
-        assert (a.step, a.micro) == (b.step, b.micro) and torch.equal(a.inputs, b.inputs)
+    with BatchLoader(tokens, windows_per_step=8, seq_len=32, seed=3) as loader:
+        from_start = [next(loader) for _ in range(5)]  # steps 0..4
+    with BatchLoader(tokens, windows_per_step=8, seq_len=32, seed=3, start_step=3) as loader:
+        resumed = [next(loader) for _ in range(2)]  # steps 3..4
+    for a, b in zip(from_start[3:], resumed):
+        assert a.step == b.step and torch.equal(a.inputs, b.inputs)
+    assert [b.step for b in from_start] == [0, 1, 2, 3, 4]
     assert not torch.equal(from_start[0].inputs, from_start[1].inputs)
-    other_seed = window_starts(4, 0, 0, 4, len(tokens), 32)
-    assert not np.array_equal(other_seed, window_starts(3, 0, 0, 4, len(tokens), 32))
+    other_seed = step_window_starts(4, 0, 4, len(tokens), 32)
+    assert not np.array_equal(other_seed, step_window_starts(3, 0, 4, len(tokens), 32))
+
+
+def test_ranks_take_disjoint_slices_of_the_same_step_windows():
+    tokens = np.arange(50_000, dtype=np.uint16)
+    with BatchLoader(tokens, windows_per_step=8, seq_len=32, seed=3) as whole:
+        one_process = next(whole)
+    shares = []
+    for rank in range(2):
+        with BatchLoader(tokens, windows_per_step=8, seq_len=32, seed=3, rank=rank, world_size=2) as loader:
+            shares.append(next(loader))
+    assert [s.windows for s in shares] == [4, 4]
+    assert torch.equal(torch.cat([s.inputs for s in shares]), one_process.inputs)
+    with pytest.raises(ValueError, match="do not split evenly"):
+        BatchLoader(tokens, windows_per_step=8, seq_len=32, seed=3, rank=0, world_size=3)
+
+
+def test_order_version_1_reproduces_the_old_per_micro_batch_draws():
+    # What the loader drew before 2026-11-26, written out: one generator per micro-batch.
+    old = np.concatenate([np.random.default_rng([5, 11, micro, 0]).integers(0, 10_000 - 16, size=4)
+                          for micro in range(3)])
+    assert np.array_equal(step_window_starts(5, 11, 12, 10_000, 16, order_version=1, micro_batch_size=4), old)
+    assert not np.array_equal(step_window_starts(5, 11, 12, 10_000, 16), old)
 
 
 def test_too_little_text_is_a_clear_error():
     with pytest.raises(ValueError, match="fewer than one window"):
-        BatchLoader(np.arange(10, dtype=np.uint16), batch_size=2, seq_len=32, accumulation_steps=1, seed=0)
+        BatchLoader(np.arange(10, dtype=np.uint16), windows_per_step=2, seq_len=32, seed=0)
     with pytest.raises(ValueError, match="raise data.val_fraction"):
         eval_starts(10, 32, 4)

@@ -11,13 +11,16 @@ def test_readme_holds_the_current_config_reference():
 
 
 def test_every_package_folder_ships_in_the_wheel():
-    import tomllib
+    """setup.py discovers packages; a code folder without __init__.py would be left out silently."""
+    from setuptools import find_packages
 
     root = Path(__file__).resolve().parents[1]
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = {
+    code_folders = {
         ".".join(p.parent.relative_to(root).parts)
         for top in ("engine", "lightlm_tui")
-        for p in (root / top).rglob("__init__.py")
+        for p in (root / top).rglob("*.py")
     }
-    assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages"
+    discovered = set(find_packages(str(root), include=["engine", "engine.*", "lightlm_tui", "lightlm_tui.*"]))
+    assert code_folders == discovered, f"give {sorted(code_folders - discovered)} an __init__.py"
+    assert "find_packages(include=[\"engine\", \"engine.*\", \"lightlm_tui\", \"lightlm_tui.*\"])" in (
+        root / "setup.py").read_text()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.config import ModelConfig, TrainConfig
-from engine.estimates import activation_bytes, flops_per_token, parameter_count, training_memory
-from engine.model import Transformer
+from engine.model.estimates import activation_bytes, flops_per_token, parameter_count, training_memory
+from engine.model.transformer import Transformer
 
 
 def measured_saved_bytes(model: Transformer, batch: int, seq: int, bf16: bool) -> int:

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.config import ModelConfig, load_preset
-from engine.estimates import parameter_count
-from engine.hf_compat import from_hf_state_dict, llama_config_kwargs, to_hf_state_dict
-from engine.model import Transformer
+from engine.model.estimates import parameter_count
+from engine.model.hf_compat import from_hf_state_dict, llama_config_kwargs, to_hf_state_dict
+from engine.model.transformer import Transformer
 
 GQA = ModelConfig(
     vocab_size=512, num_dims=96, num_heads=6, num_kv_heads=2, num_layers=3,
@@ -200,7 +200,7 @@ def test_too_long_input_is_a_clear_error():
 
 @pytest.mark.parametrize("heads, kv_heads", [(8, 2), (4, 4), (6, 3)])
 def test_explicit_attention_equals_sdpa(heads, kv_heads):
-    from engine.model import explicit_causal_attention
+    from engine.model.transformer import explicit_causal_attention
 
     torch.manual_seed(6)
     q = torch.randn(2, heads, 24, 16)

@@ -7,10 +7,10 @@ import torch
 
 from engine.config import RunConfig, TrainConfig
 from engine.config.schema import ModelConfig
-from engine.estimates import optimizer_bytes, parameter_count
-from engine.model import Transformer
-from engine.muon import MuonAdamW, orthogonalise
-from engine.trainer import build_optimizer
+from engine.model.estimates import optimizer_bytes, parameter_count
+from engine.model.transformer import Transformer
+from engine.train.muon import MuonAdamW, orthogonalise
+from engine.train.trainer import build_optimizer
 
 
 @pytest.mark.parametrize("shape", [(3, 48, 160), (3, 160, 48), (64, 64)])

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from engine.config import RunConfig, load_preset, validate
-from engine.estimates import parameter_count, training_memory
+from engine.model.estimates import parameter_count, training_memory
 from engine.planner.calibrate import Calibration
 from engine.planner.plan import PlanError, make_plan
 from engine.planner.shapes import MAX_ASPECT, MIN_ASPECT, candidate_shapes

@@ -3,7 +3,7 @@
 import pytest
 
 from engine.config import ConfigError, list_presets, load_preset, validate
-from engine.estimates import parameter_count
+from engine.model.estimates import parameter_count
 
 REQUIRED = {"tiny", "small", "base", "laptop"}
 

@@ -2,8 +2,8 @@
 
 import threading
 
-from engine.events import EvalResult, LogLine, RunFinished, StepMetrics, event_from_dict
-from engine.run_dir import read_events
+from engine.runs.events import EvalResult, LogLine, PauseChanged, RunFinished, StepMetrics, event_from_dict
+from engine.runs.run_dir import read_events
 from engine.runner import EngineRunner, StartRun, StepThinner, Stop
 
 
@@ -54,14 +54,14 @@ def test_runner_trains_and_stops_on_request(tiny_run_config, tmp_path):
 def test_runner_pauses_resumes_saves_and_evaluates_on_request(tiny_run_config, tmp_path):
     import time
 
-    from engine.events import CheckpointSaved
+    from engine.runs.events import CheckpointSaved
     from engine.runner import EvalNow, Pause, Resume, SaveNow
 
     events, done, paused = [], threading.Event(), threading.Event()
 
     def listener(event):
         events.append(event)
-        if isinstance(event, LogLine) and event.text == "paused":
+        if isinstance(event, PauseChanged) and event.paused:
             paused.set()
         if isinstance(event, RunFinished):
             done.set()

@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
-from engine.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
-from engine.schedule import lr_at
-from engine.trainer import Trainer, TrainControl
+from engine.train.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
+from engine.runs.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
+from engine.train.schedule import lr_at
+from engine.train.trainer import Trainer, TrainControl
 
 
-def train(config, run_dir, resume=False, stop_after=None):
+def train(config, run_dir, resume=False, stop_after=None, **trainer_options):
     events, control = [], TrainControl()
 
     def emit(event):
@@ -22,7 +22,7 @@ def train(config, run_dir, resume=False, stop_after=None):
         if stop_after is not None and isinstance(event, StepMetrics) and event.step == stop_after:
             control.stop.set()
 
-    trainer = Trainer(config, run_dir, emit, control, resume=resume, threads=1)
+    trainer = Trainer(config, run_dir, emit, control, resume=resume, threads=1, **trainer_options)
     finished = trainer.run()
     return trainer, finished, events
 
@@ -67,7 +67,7 @@ def test_resume_is_bit_identical(tiny_run_config, tmp_path, optimizer):
 
 def test_half_written_checkpoint_is_never_latest(tiny_run_config, tmp_path, monkeypatch):
     config = tiny_run_config(max_steps=12, checkpoint_every_steps=5, eval_interval=0)
-    import engine.checkpoint as checkpoint_module
+    import engine.train.checkpoint as checkpoint_module
 
     real_save, calls = checkpoint_module.save_file, []
 
@@ -141,9 +141,9 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(0, 10, 1e-3, 0.0, 0.0) == pytest.approx(1e-3)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_run_config, tmp_path, monkeypatch):
-    import engine.trainer as trainer_module
-    from engine.model import Transformer
+def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_run_config, tmp_path):
+    from engine.model.builder import build_model
+    from engine.model.transformer import Transformer
 
     class GoesNaN(Transformer):
         calls = 0
@@ -155,9 +155,13 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_run_config, t
                 loss = loss * float("nan")
             return logits, loss, ce
 
-    monkeypatch.setattr(trainer_module, "Transformer", GoesNaN)
+    def build_goes_nan(config, device, seed=None, gradient_checkpointing=False):
+        model = build_model(config, device, seed, gradient_checkpointing)
+        model.__class__ = GoesNaN  # same parameters, a forward that turns to NaN
+        return model
+
     config = tiny_run_config(max_steps=20, checkpoint_every_steps=5, eval_interval=0)
-    _, finished, _ = train(config, tmp_path / "run")
+    _, finished, _ = train(config, tmp_path / "run", model_builder=build_goes_nan)
     assert finished.status == "failed"
     assert "the loss became nan by step 8" in finished.message and "lower train.learning_rate" in finished.message
     assert load_latest(tmp_path / "run").state.step == 5
@@ -165,18 +169,29 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_run_config, t
 
 def test_float16_trains_with_a_grad_scaler_that_resumes(tiny_run_config, tmp_path, monkeypatch):
     """float16 needs CUDA in real use; the scaler logic itself is device-independent, so it is
-    exercised here on the CPU with the CUDA-only validation rule lifted."""
-    import engine.trainer as trainer_module
+    exercised here on the CPU with the CUDA-only validation rule lifted. The scale is forced to
+    a value no fresh scaler starts at, so a resume that built a new scaler would show."""
+    import engine.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "validate", lambda config, cuda_available: [])
     config = tiny_run_config(max_steps=10, use_dtype="float16", eval_interval=0)
-    first, stopped, _ = train(config, tmp_path / "run", stop_after=5)
-    assert stopped.status == "stopped" and first.scaler.is_enabled()
-    saved = load_latest(tmp_path / "run").state.extra["grad_scaler"]
-    assert saved["scale"] > 0
-    second, finished, _ = train(config, tmp_path / "run", resume=True)
-    assert finished.status == "completed" and second.scaler.get_scale() > 0
-    assert all(math.isfinite(loss) for loss in first.losses + second.losses)
+    holder = {}
+
+    def emit(event):
+        if isinstance(event, StepMetrics) and event.step == 5:
+            holder["trainer"].train_step.scaler.update(1234.0)  # as if overflows had cut it
+            holder["trainer"].control.stop.set()
+
+    first = holder["trainer"] = Trainer(config, tmp_path / "run", emit, threads=1)
+    stopped = first.run()
+    assert stopped.status == "stopped" and first.train_step.scaler.is_enabled()
+    assert load_latest(tmp_path / "run").state.extra["grad_scaler"]["scale"] == 1234.0
+    second = Trainer(config, tmp_path / "run", resume=True, threads=1)
+    second._setup()  # set-up restores the checkpoint; no step has run yet
+    assert second.train_step.scaler.get_scale() == 1234.0
+    _, finished, _ = train(config, tmp_path / "run", resume=True)
+    assert finished.status == "completed" and finished.step == 10
+    assert all(math.isfinite(loss) for loss in first.losses)
 
 
 def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, tmp_path):
@@ -192,3 +207,35 @@ def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, t
     plain = reported_speed(0, "plain")
     with_evals = reported_speed(10, "evals")  # evaluations at steps 10, 30, 50: mid-window
     assert 0.6 < with_evals / plain < 1.5, (plain, with_evals)
+
+
+def test_how_a_step_is_split_into_micro_batches_changes_no_loss(tiny_run_config, tmp_path):
+    """8 windows a step as 8 x 1, 4 x 2 and 2 x 4: the windows of each step are the same (they are
+    keyed on the step, not the micro-batch), so the losses agree to float rounding over 20 steps."""
+    losses = {}
+    for batch_size, accumulation in ((8, 1), (4, 2), (2, 4)):
+        config = tiny_run_config(max_steps=20, eval_interval=0, batch_size=batch_size,
+                                 accumulation_steps=accumulation)
+        trainer, finished, _ = train(config, tmp_path / f"{batch_size}x{accumulation}")
+        assert finished.status == "completed"
+        losses[batch_size] = trainer.losses
+    assert len(losses[8]) == 20 and losses[8][-1] < losses[8][0] - 0.5
+    assert losses[4] == pytest.approx(losses[8], rel=1e-4)
+    assert losses[2] == pytest.approx(losses[8], rel=1e-4)
+
+
+def test_a_checkpoint_from_before_the_step_keyed_order_resumes_in_its_own_order(tiny_run_config, tmp_path):
+    import json
+
+    from engine.data.loader import DATA_ORDER_VERSION
+
+    config = tiny_run_config(max_steps=12, eval_interval=0)
+    _, stopped, _ = train(config, tmp_path / "old", stop_after=6)
+    state_path = tmp_path / "old" / "checkpoints" / "step_000006" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["extra"]["data_order"] == DATA_ORDER_VERSION == 2
+    del state["extra"]["data_order"]  # as written before the order was versioned
+    state_path.write_text(json.dumps(state))
+    resumed, finished, _ = train(config, tmp_path / "old", resume=True)
+    assert finished.status == "completed" and resumed.state.extra["data_order"] == 1
+    assert load_latest(tmp_path / "old").state.extra["data_order"] == 1  # and it stays in that order

@@ -2,7 +2,7 @@
 
 from textual.widgets import Static
 
-from engine.trainer import Trainer
+from engine.train.trainer import Trainer
 from lightlm_tui.app import make_app
 from lightlm_tui.launcher import main as launcher_main
 from lightlm_tui.screens.monitor import MonitorScreen
@@ -21,7 +21,7 @@ def status_text(app) -> str:
 
 
 async def test_monitor_replays_a_finished_run(tiny_run_config, tmp_path):
-    from engine.run_dir import EventLog
+    from engine.runs.run_dir import EventLog
 
     run_dir = tmp_path / "run"
     log = EventLog(run_dir)
@@ -53,7 +53,7 @@ async def test_live_run_from_the_app_shows_falling_loss_and_finishes(tiny_run_co
 
 
 async def test_stop_asks_first_then_stops_with_a_checkpoint(tiny_run_config):
-    from engine.checkpoint import load_latest
+    from engine.train.checkpoint import load_latest
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -74,7 +74,7 @@ async def test_monitor_controls_a_run_in_another_process_through_its_run_dir(tin
     """A run the app did not start (here: a trainer writing events.jsonl) obeys the Monitor's keys."""
     import threading
 
-    from engine.run_dir import EventLog
+    from engine.runs.run_dir import EventLog
 
     run_dir = tmp_path / "elsewhere"
     log = EventLog(run_dir)
@@ -100,8 +100,8 @@ async def test_monitor_controls_a_run_in_another_process_through_its_run_dir(tin
 async def test_monitor_says_when_a_runs_process_is_gone(tmp_path):
     import socket
 
-    from engine.events import RunStarted
-    from engine.run_dir import EventLog
+    from engine.runs.events import RunStarted
+    from engine.runs.run_dir import EventLog
 
     log = EventLog(tmp_path)
     log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=10, tokens_per_step=1,
@@ -116,3 +116,71 @@ async def test_monitor_says_when_a_runs_process_is_gone(tmp_path):
 def test_monitor_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert launcher_main(["monitor", str(tmp_path)]) == 2
     assert "has no events.jsonl" in capsys.readouterr().err
+
+
+async def test_a_finished_runs_monitor_keeps_its_own_run_when_another_is_resumed(tiny_run_config, tmp_path):
+    """Run A finishes in the app; run B (trained elsewhere, stopped halfway) is resumed from the
+    Runs screen: B's Monitor goes above A's, and A's Monitor must not take B's events."""
+    from textual.widgets import DataTable
+
+    from engine.runs.run_dir import EventLog
+    from engine.train.trainer import TrainControl
+
+    runs_dir = tmp_path / "runs"
+    run_b, log, control = runs_dir / "b", EventLog(runs_dir / "b"), TrainControl()
+
+    def stop_at_8(event):
+        log.write(event)
+        if event.type == "step" and event.step >= 8:
+            control.stop.set()
+
+    Trainer(tiny_run_config(max_steps=30, eval_interval=0, runs_dir=str(runs_dir)), run_b, stop_at_8, control,
+            threads=1).run()
+    log.close()
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor_a = app.start_run(tiny_run_config(max_steps=12, eval_interval=0, runs_dir=str(runs_dir)))
+        await wait_for(lambda: monitor_a.view.finished is not None, pilot)
+        run_a = monitor_a.view.run_dir
+        losses_a = list(monitor_a.view.loss)
+        runs = app.action_runs(runs_dir)
+        await wait_for(lambda: app.screen is runs and runs.query_one(DataTable).row_count == 2, pilot)
+        names = [str(runs.query_one(DataTable).get_row_at(i)[0]) for i in range(2)]
+        runs.query_one(DataTable).move_cursor(row=names.index("b"))
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen is not monitor_a, pilot)
+        monitor_b = app.screen
+        await wait_for(lambda: monitor_b.view.finished is not None, pilot)
+        assert monitor_b.view.run_dir == str(run_b) and monitor_b.view.finished.step == 30
+        assert monitor_a.view.run_dir == run_a != str(run_b)
+        assert list(monitor_a.view.loss) == losses_a and monitor_a.view.finished.step == 12
+
+
+async def test_the_loss_plot_keeps_drawing_past_the_series_cap(tmp_path):
+    """The series are capped deques: past 20,000 reports their length stops changing, and the
+    plot must still redraw for each new point."""
+    from textual.widgets import Label
+
+    from engine.runs.events import RunStarted, StepMetrics
+    from engine.runs.run_dir import EventLog
+    from lightlm_tui.run_view import MAX_POINTS
+
+    log = EventLog(tmp_path)
+    log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=50_000, tokens_per_step=1))
+    log.close()
+    app = make_app(monitor_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.run_dir, pilot)
+        monitor = app.screen
+        for step in range(1, MAX_POINTS + 11):
+            monitor.view.apply(StepMetrics(step=step, epoch=0.0, loss=5.0, lr=1e-3, grad_norm=1.0,
+                                           tokens_per_s=1.0, mfu=0.0, ram_mb=1.0))
+        monitor.redraw()
+        label = monitor.query_one("#loss-label", Label)
+        assert "train 5.000" in str(label.render())
+        monitor.view.apply(StepMetrics(step=MAX_POINTS + 11, epoch=0.0, loss=1.234, lr=1e-3, grad_norm=1.0,
+                                       tokens_per_s=1.0, mfu=0.0, ram_mb=1.0))
+        assert len(monitor.view.loss) == MAX_POINTS  # capped: the length did not change
+        monitor.redraw()
+        assert "train 1.234" in str(label.render())

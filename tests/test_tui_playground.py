@@ -2,8 +2,8 @@
 
 from textual.widgets import Static
 
-from engine.run_dir import EventLog
-from engine.trainer import Trainer
+from engine.runs.run_dir import EventLog
+from engine.train.trainer import Trainer
 from lightlm_tui.app import make_app
 from lightlm_tui.screens.playground import PlaygroundScreen
 from tui_helpers import wait_for

@@ -2,8 +2,8 @@
 
 from textual.widgets import DataTable
 
-from engine.run_dir import EventLog, list_runs
-from engine.trainer import Trainer, TrainControl
+from engine.runs.run_dir import EventLog, list_runs
+from engine.train.trainer import Trainer, TrainControl
 from lightlm_tui.app import make_app
 from lightlm_tui.screens.monitor import MonitorScreen
 from tui_helpers import wait_for

@@ -16,8 +16,8 @@ from pathlib import Path
 from textual.widgets import DataTable
 
 from engine.config import load_preset
-from engine.run_dir import EventLog
-from engine.trainer import Trainer
+from engine.runs.run_dir import EventLog
+from engine.train.trainer import Trainer
 from lightlm_tui.app import make_app
 
 HERE = Path(__file__).resolve().parent

@@ -128,6 +128,11 @@ def _train_rules(config: RunConfig, cuda_available: bool | None) -> list[ConfigP
         ))
     if not t.runs_dir.strip():
         found.append(ConfigProblem("train.runs_dir", t.runs_dir, "must name a folder, e.g. runs."))
+    if t.use_ddp:
+        found.append(ConfigProblem(
+            "train.use_ddp", True,
+            "training on several processes (DDP under torchrun) is not in this version yet; set use_ddp = false.",
+        ))
     if t.use_lora:
         found.append(ConfigProblem(
             "train.use_lora", True, "LoRA training is not in this version yet; set use_lora = false."

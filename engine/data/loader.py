@@ -1,10 +1,20 @@
 """Training batches: random windows of max_seq_len + 1 tokens, split into inputs and shifted targets.
 
-The windows of optimizer step k (all its micro-batches, on every rank) are a pure function
-of (seed, k, micro-batch, rank): a run resumed at step k draws exactly the batches the
-uninterrupted run would have. No padding: every position of every window is a real token.
-A background thread keeps a bounded queue of ready batches so the trainer never waits on
-numpy; the time it does wait is recorded (`wait_s`) so a benchmark can prove that.
+The windows of optimizer step k are a pure function of (seed, k): one list of
+`windows_per_step` start offsets for the whole global batch. Micro-batches (and, under DDP,
+ranks) take contiguous slices of that list, so the micro-batch size and the number of
+processes are execution details: `8 x 1`, `4 x 2` and `2 x 4` train on the same windows at
+every step, an out-of-memory retry with a halved micro-batch sees the same data, and a run
+resumed at step k draws exactly the windows the uninterrupted run would have.
+
+Checkpoints record the order they were trained with (`DATA_ORDER_VERSION` in state.json).
+Version 1 (before 2026-11-26) drew each micro-batch from its own generator seeded with
+(seed, step, micro, rank); `step_window_starts` still produces it, so an old run resumes
+exactly (with the micro-batch size it was trained with).
+
+No padding: every position of every window is a real token. A background thread keeps a
+bounded queue of ready batches so the trainer never waits on numpy; the time it does wait is
+recorded (`wait_s`) so a benchmark can prove that.
 """
 
 from __future__ import annotations
@@ -17,28 +27,56 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+DATA_ORDER_VERSION = 2
+
 
 @dataclass
-class Batch:
-    """One micro-batch: inputs (B, T) and targets (B, T), targets[:, t] = the token after inputs[:, t]."""
+class StepBatch:
+    """The windows one optimizer step trains on (this rank's share of them): inputs (N, T) and
+    targets (N, T), targets[:, t] = the token after inputs[:, t]."""
 
     step: int
-    micro: int
     inputs: torch.Tensor
     targets: torch.Tensor
 
+    @property
+    def windows(self) -> int:
+        return self.inputs.shape[0]
 
-def window_starts(
-    seed: int, step: int, micro: int, batch_size: int, num_tokens: int, seq_len: int, rank: int = 0
-) -> np.ndarray:
-    """Start offsets of the windows of one micro-batch; depends on nothing but its arguments."""
+
+def _check_length(num_tokens: int, seq_len: int) -> None:
     if num_tokens < seq_len + 1:
         raise ValueError(
             f"the training split has {num_tokens} tokens, fewer than one window of max_seq_len + 1 = "
             f"{seq_len + 1}; use more text or a smaller train.max_seq_len"
         )
-    rng = np.random.default_rng([seed, step, micro, rank])
-    return rng.integers(0, num_tokens - seq_len, size=batch_size)
+
+
+def step_window_starts(
+    seed: int, step: int, windows: int, num_tokens: int, seq_len: int,
+    order_version: int = DATA_ORDER_VERSION, micro_batch_size: int | None = None,
+) -> np.ndarray:
+    """Start offsets of every window of optimizer `step`; depends on nothing but its arguments.
+
+    `micro_batch_size` matters only for order version 1, whose windows were drawn per micro-batch."""
+    _check_length(num_tokens, seq_len)
+    high = num_tokens - seq_len
+    if order_version == 1:
+        size = micro_batch_size or windows
+        parts = [np.random.default_rng([seed, step, micro, 0]).integers(0, high, size=size)
+                 for micro in range(windows // size)]
+        return np.concatenate(parts)
+    if order_version != DATA_ORDER_VERSION:
+        raise ValueError(f"unknown data order version {order_version}; this version knows 1 and {DATA_ORDER_VERSION}")
+    return np.random.default_rng([seed, step]).integers(0, high, size=windows)
+
+
+def rank_slice(windows: int, rank: int, world_size: int) -> slice:
+    """The contiguous share of a step's windows that `rank` of `world_size` trains on."""
+    if windows % world_size:
+        raise ValueError(f"{windows} windows per step do not split evenly over {world_size} processes")
+    share = windows // world_size
+    return slice(rank * share, (rank + 1) * share)
 
 
 def make_batch(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,28 +87,32 @@ def make_batch(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[to
 
 
 class BatchLoader:
-    """Background producer of the micro-batches of steps start_step, start_step + 1, ...
+    """Background producer of the StepBatch of steps start_step, start_step + 1, ...
 
-    Iterate to get Batch objects in order (accumulation_steps per optimizer step); `close()`
-    stops the thread. On CUDA, batches are pinned and copied without blocking.
+    Iterate to get one StepBatch per optimizer step (`windows_per_step` windows for the whole
+    global batch, of which this rank gets its slice); `close()` stops the thread. On CUDA,
+    batches are pinned and copied without blocking.
     """
 
     def __init__(
         self,
         tokens: np.ndarray,
-        batch_size: int,
+        windows_per_step: int,
         seq_len: int,
-        accumulation_steps: int,
         seed: int,
         start_step: int = 0,
         device: torch.device | str = "cpu",
         rank: int = 0,
-        prefetch: int = 4,
+        world_size: int = 1,
+        prefetch: int = 2,
+        order_version: int = DATA_ORDER_VERSION,
+        micro_batch_size: int | None = None,
     ) -> None:
-        self.tokens, self.batch_size, self.seq_len = tokens, batch_size, seq_len
-        self.accumulation_steps, self.seed, self.rank = accumulation_steps, seed, rank
+        self.tokens, self.windows_per_step, self.seq_len, self.seed = tokens, windows_per_step, seq_len, seed
+        self.order_version, self.micro_batch_size = order_version, micro_batch_size
+        self.share = rank_slice(windows_per_step, rank, world_size)
         self.device = torch.device(device)
-        window_starts(seed, 0, 0, 1, len(tokens), seq_len)  # fail now, in the caller, if too short
+        _check_length(len(tokens), seq_len)  # fail now, in the caller, if too short
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._next_step = start_step
@@ -83,19 +125,18 @@ class BatchLoader:
         pin = self.device.type == "cuda"
         try:
             while not self._stop.is_set():
-                for micro in range(self.accumulation_steps):
-                    starts = window_starts(self.seed, step, micro, self.batch_size, len(self.tokens),
-                                           self.seq_len, self.rank)
-                    inputs, targets = make_batch(self.tokens, starts, self.seq_len)
-                    if pin:
-                        inputs, targets = inputs.pin_memory(), targets.pin_memory()
-                    item = Batch(step, micro, inputs, targets)
-                    while not self._stop.is_set():
-                        try:
-                            self._queue.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
+                starts = step_window_starts(self.seed, step, self.windows_per_step, len(self.tokens), self.seq_len,
+                                            self.order_version, self.micro_batch_size)[self.share]
+                inputs, targets = make_batch(self.tokens, starts, self.seq_len)
+                if pin:
+                    inputs, targets = inputs.pin_memory(), targets.pin_memory()
+                item = StepBatch(step, inputs, targets)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
                 step += 1
         except BaseException as exc:  # surface producer errors in the consumer
             self._queue.put(exc)
@@ -103,7 +144,7 @@ class BatchLoader:
     def __iter__(self) -> BatchLoader:
         return self
 
-    def __next__(self) -> Batch:
+    def __next__(self) -> StepBatch:
         start = time.perf_counter()
         item = self._queue.get()
         self.wait_s += time.perf_counter() - start

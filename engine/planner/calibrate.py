@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.config import ModelConfig, TrainConfig
-from engine.estimates import flops_per_token, training_memory
+from engine.model.estimates import flops_per_token, training_memory
 from engine.paths import cache_dir
 from engine.planner.shapes import Shape
 
-CALIBRATION_VERSION = 2  # 2: keyed by optimizer; 2048 tokens per CPU step
+CALIBRATION_VERSION = 3  # 2: keyed by optimizer; 2048 tokens per CPU step. 3: the trainer's step (clipping)
 CPU_WIDTHS = (64, 128, 256)
 GPU_WIDTHS = (256, 512, 1024)
 # Batch 8 x 256 on a CPU: it runs as many tokens/s as 16 x 256 on 2 cores and gives twice the
@@ -151,30 +151,29 @@ def _measure(shape: Shape, tokens_per_step: int, compute, seconds: float, base_r
     """(training FLOP/s, measured / estimated memory) for `shape`, timing steps for about `seconds`."""
     import torch
 
-    from engine.model import Transformer
-    from engine.trainer import build_optimizer
     from engine.config import RunConfig
+    from engine.data.loader import StepBatch
+    from engine.model.builder import build_model
+    from engine.train.optimizers import build_optimizer
+    from engine.train.step import TrainStep
 
     model_config = shape.model_config(ModelConfig())
     seq = shape.seq_len
     batch = max(1, tokens_per_step // seq)
     train = dataclasses.replace(TrainConfig(), batch_size=batch, max_seq_len=seq, use_dtype=compute.dtype_name,
                                 optimizer=optimizer_name)
-    torch.manual_seed(0)
-    model = Transformer(model_config).to(compute.device)
+    model = build_model(model_config, compute.device, seed=0)
     optimizer = build_optimizer(model, RunConfig(model=model_config, train=train), compute.device)
+    # The trainer's own step: autocast, loss scaling, clipping and the optimizer, as training runs them.
+    train_step = TrainStep(model, optimizer, compute, train.grad_clip)
     window = torch.randint(0, model_config.vocab_size, (batch, seq + 1), device=compute.device)
-    inputs, targets = window[:, :-1], window[:, 1:]
+    windows = StepBatch(0, window[:, :-1], window[:, 1:])
     cuda = compute.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(compute.device)
 
     def step() -> None:
-        with compute.autocast():
-            _, loss, _ = model(inputs, targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(windows, train.learning_rate)
 
     step()  # warm-up: first-call allocations and kernel selection
     if cuda:

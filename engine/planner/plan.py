@@ -6,7 +6,7 @@
 
 The budget covers the whole run: set-up (imports, data, tokenizer), calibration when not
 cached, training, periodic and final evaluation, the final checkpoint and exit. Training gets
-what is left; the run itself then stops by the clock (engine/budget_clock.py), so a
+what is left; the run itself then stops by the clock (engine/train/budget_clock.py), so a
 prediction that is off changes how many steps run, never when the run ends.
 """
 

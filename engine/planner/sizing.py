@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 from engine.config import ModelConfig, TrainConfig
-from engine.estimates import flops_per_token, parameter_count, training_memory
+from engine.model.estimates import flops_per_token, parameter_count, training_memory
 from engine.planner.shapes import Shape, candidate_shapes
 
 TOKENS_PER_PARAM = 4.0  # measured optimum at the sweep's compute, in the calibration's units

@@ -32,7 +32,7 @@ from engine.config import (
     validate,
 )
 from engine.config.schema import SECTIONS, describe_setting, section_fields
-from engine.estimates import flops_per_token, parameter_count, training_memory
+from engine.model.estimates import flops_per_token, parameter_count, training_memory
 
 
 def _display(value: object) -> str:

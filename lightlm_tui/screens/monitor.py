@@ -3,7 +3,7 @@
 It shows a live run (events from the engine bridge) or any run directory, by following its
 events.jsonl the way `tail -f` does, so a run started headless, under nohup, with --detach or
 in a terminal that died can be watched or replayed. Pause / save / eval / stop reach a run in
-another process through its control file (engine/control_channel.py). Events only update the
+another process through its control file (engine/runs/control_channel.py). Events only update the
 RunView; widgets redraw from it on a timer (4 Hz), so a fast run never floods the screen.
 """
 
@@ -18,10 +18,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
 
-from engine.control_channel import send_request
-from engine.events import event_from_dict
+from engine.runs.control_channel import send_request
+from engine.runs.events import event_from_dict
 from engine.progress import format_duration
-from engine.run_dir import liveness
+from engine.runs.run_dir import liveness
 from lightlm_tui.run_view import RunView, decimate
 from lightlm_tui.widgets.loss_plot import LossPlot
 
@@ -52,11 +52,14 @@ class MonitorScreen(Screen):
     MonitorScreen #log { height: 4; border-top: solid $primary-darken-2; }
     """
 
-    def __init__(self, run_dir: Path | None = None, bridge=None) -> None:
+    def __init__(self, run_dir: Path | None = None, bridge=None, live_run_dir: Path | None = None) -> None:
+        """Follow `run_dir`'s events.jsonl, or (with `bridge`) show the live run the app starts:
+        `live_run_dir` when it is known (a resume), else the first run whose events arrive."""
         super().__init__()
         self.view = RunView()
         self.run_dir = Path(run_dir) if run_dir else None
         self.bridge = bridge
+        self.live_run_dir = str(live_run_dir) if live_run_dir else ""
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
         self._liveness = "unfinished"  # of a followed run's process: running | interrupted | unknown
@@ -86,8 +89,18 @@ class MonitorScreen(Screen):
         self.redraw()
 
     # ----- input --------------------------------------------------------------------------
+    def wants(self, event) -> bool:
+        """Whether a live engine event is this Monitor's: its run's, or (until it knows its run)
+        the first run's that speaks; events of no run go to Monitors of unfinished runs."""
+        run = getattr(event, "run_dir", "")
+        if not run:
+            return self.view.finished is None
+        return not self.live_run_dir or run == self.live_run_dir
+
     def apply(self, event) -> None:
         """Fold an engine event into the view (the next redraw shows it)."""
+        if not self.live_run_dir and getattr(event, "run_dir", ""):
+            self.live_run_dir = event.run_dir
         self.view.apply(event)
 
     def follow_file(self) -> None:

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from engine.events import EngineError, GeneratedText
+from engine.runs.events import EngineError, GeneratedText
 
 # (input id, label, default, parser) for the sampling settings.
 SETTINGS = (

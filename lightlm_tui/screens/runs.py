@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.config import ConfigError, load_config
-from engine.run_dir import list_runs, summarize_run
+from engine.runs.run_dir import list_runs, summarize_run
 
 
 class RunsScreen(Screen):

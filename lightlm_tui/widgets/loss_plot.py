@@ -17,13 +17,15 @@ class LossPlot(PlotWidget):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(allow_pan_and_zoom=False, **kwargs)
-        self._drawn = (-1, -1)  # (train points, val points) last drawn
+        self._drawn: tuple = ()  # what was last drawn: (points, last point) of each series
 
     def show(self, train: Sequence[tuple[int, float]], val: Sequence[tuple[int, float]], total_steps: int) -> bool:
-        """Draw the series; returns False when nothing changed since the last call."""
-        if (len(train), len(val)) == self._drawn or not train:
+        """Draw the series; returns False when nothing changed since the last call. Series are
+        capped deques, so their length stops changing on a long run: the last point tells."""
+        drawn = (len(train), train[-1] if train else None, len(val), val[-1] if val else None)
+        if drawn == self._drawn or not train:
             return False
-        self._drawn = (len(train), len(val))
+        self._drawn = drawn
         self.clear()
         steps, losses = decimate_points(train, max(10, self.size.width - 8))
         self.plot(steps, losses, line_style="bright_blue", hires_mode=HiResMode.BRAILLE, label="train")

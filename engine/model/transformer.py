@@ -3,7 +3,7 @@
 Shapes: B batch, T time (tokens), C num_dims, H num_heads, K num_kv_heads, D head_dim, V vocab.
 
 Parameter names and the rotary convention (rotate-half, HF's `inv_freq`) are Hugging Face
-Llama's, so `engine.hf_compat` maps a state dict onto `LlamaForCausalLM` by adding a prefix,
+Llama's, so `engine.model.hf_compat` maps a state dict onto `LlamaForCausalLM` by adding a prefix,
 and the two models produce the same logits.
 """
 
@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from engine.attention_policy import uses_explicit_attention
+from engine.model.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig
-from engine.cross_entropy import IGNORE_INDEX, cross_entropy  # noqa: F401 (IGNORE_INDEX re-exported)
-from engine.kv_cache import KVCache
-from engine.sampling import sample_next_token
+from engine.model.cross_entropy import IGNORE_INDEX, cross_entropy  # noqa: F401 (IGNORE_INDEX re-exported)
+from engine.model.kv_cache import KVCache
+from engine.model.sampling import sample_next_token
 
-
+# The kinds of parameter the model declares (see Transformer.parameter_groups).
+HIDDEN_MATRICES, EMBEDDINGS, NORMS = "hidden_matrices", "embeddings", "norms"
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -213,6 +214,20 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         """Trainable parameters (the tied output head counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter under the kind the optimizer treats it as, each exactly once:
+        `hidden_matrices` (the blocks' linear weights: decayed, Muon's), `embeddings` (the
+        token embedding, also the tied output head: decayed, never Muon's) and `norms`
+        (no decay). Declared here, by the modules that own them, so the optimizer never
+        guesses a parameter's role from its name or shape."""
+        groups: dict[str, list[nn.Parameter]] = {HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: []}
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                groups[HIDDEN_MATRICES].append(module.weight)
+            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+                groups[NORMS].append(module.weight)
+        return groups
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None):
         """Final-norm hidden states (B, T, C) and the summed auxiliary loss (or None)."""

@@ -61,6 +61,7 @@ class StepMetrics(Event):
     eta_s: float = 0.0
     elapsed_s: float = 0.0
     progress: float = 0.0  # 0..1 of the run: steps done, or for a time budget the time used
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class EvalResult(Event):
     val_loss: float
     val_bpb: float
     perplexity: float
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class CheckpointSaved(Event):
     step: int
     path: str
     reason: str = "interval"
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,27 @@ class LogLine(Event):
     type: ClassVar[str] = "log"
     level: str
     text: str
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
+
+
+@dataclass(frozen=True)
+class PauseChanged(Event):
+    """The run paused (or went on) at a step boundary."""
+
+    type: ClassVar[str] = "pause"
+    paused: bool
+    step: int
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ExportFinished(Event):
+    """A run was exported; `path` is what was written."""
+
+    type: ClassVar[str] = "exported"
+    run_dir: str
+    path: str
+    format: str = "hf"
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,7 @@ class RunFinished(Event):
     val_bpb: float | None
     wall_s: float
     message: str = ""
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
 
 
 @dataclass(frozen=True)
@@ -122,12 +147,13 @@ class EngineError(Event):
     type: ClassVar[str] = "error"
     message: str
     recoverable: bool = False
+    run_dir: str = ""  # the run this event belongs to ("" when not a run's)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, GeneratedText, PlanReady, RunFinished,
-                EngineError)
+    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, PauseChanged, ExportFinished,
+                GeneratedText, PlanReady, RunFinished, EngineError)
 }
 
 
@@ -136,3 +162,10 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     cls = EVENT_TYPES[data["type"]]
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def for_run(event: Event, run_dir: str) -> Event:
+    """`event` stamped with the run it belongs to (when it has a run_dir field still empty)."""
+    if getattr(event, "run_dir", None) == "":
+        return dataclasses.replace(event, run_dir=run_dir)
+    return event

@@ -24,6 +24,7 @@ class BudgetClock:
     budget_s: float
     started_at: float  # wall-clock time (time.time()) the budget is counted from
     start_progress: float = 0.0  # a resumed run continues its schedule from here
+    # Wall-clock time (time.time()); a trainer passes it less the time paused, which the budget does not count.
     clock: Callable[[], float] = time.time
     eval_s: float = 0.0  # what one evaluation takes (measured, or estimated until measured)
     checkpoint_s: float = 0.0  # what one checkpoint takes (likewise)
@@ -71,6 +72,10 @@ class BudgetClock:
     def out_of_time(self) -> bool:
         """True when another step would run into the reserve: stop training now."""
         return self.clock() + self.step_s + self.reserve_s >= self.deadline
+
+    def used_s(self) -> float:
+        """Seconds of the budget spent since `started_at`."""
+        return self.clock() - self.started_at
 
     def remaining_s(self) -> float:
         """Seconds until the whole run should be over."""

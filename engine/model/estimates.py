@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.attention_policy import uses_explicit_attention
+from engine.model.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig, TrainConfig
 
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
@@ -41,7 +41,7 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> int:
 def optimizer_bytes(model: ModelConfig, optimizer: str) -> int:
     """The optimizer's state. Muon keeps one buffer per hidden matrix (AdamW keeps two for the
     rest) and, while it steps, a float32 stack of one projection kind's updates across the
-    layers plus three bfloat16 working copies of it (engine/muon.py)."""
+    layers plus three bfloat16 working copies of it (engine/train/muon.py)."""
     params = parameter_count(model)
     if optimizer != "muon":
         return 4 * ADAMW_STATES * params
@@ -89,7 +89,7 @@ def activation_bytes(
     attention = (2 if low_precision else 4) * h * seq_len if explicit else 4 * h
     if low_precision:
         full_layer = tokens * (30 * c + 8 * f + 4 * kv + attention) + 2 * layer_matmul_params(config)
-        # Cross-entropy keeps the 2-byte logits (engine.cross_entropy), not fp32 log-probs.
+        # Cross-entropy keeps the 2-byte logits (engine.model.cross_entropy), not fp32 log-probs.
         head = tokens * (2 * config.vocab_size + 10 * c) + 2 * config.vocab_size * c
     else:
         full_layer = tokens * (4 * (8 * c + 4 * f + 2 * kv) + attention)

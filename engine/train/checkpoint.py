@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.config import RunConfig, dumps_config
+from engine.config import RunConfig, config_to_dict, dumps_config
 from engine.errors import UserFacingError
 
 REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "config.toml", "state.json")
@@ -66,8 +66,18 @@ class Checkpoint:
 
 
 def config_hash(config: RunConfig) -> str:
-    """A short hash of the settings that shape the model and the data order."""
-    return hashlib.sha256(dumps_config(config).encode()).hexdigest()[:16]
+    """A short hash of the settings that shape the model and the data order: the model section,
+    the data section (less where its cache lives), the seed, the window length and the windows
+    per step. Logging, evaluation, checkpoint and schedule settings, and how a step's windows
+    are split into micro-batches, change neither, so changing them on resume raises no warning."""
+    sections = config_to_dict(config)
+    t = config.train
+    shaping = {
+        "model": sections["model"],
+        "data": {k: v for k, v in sections["data"].items() if k != "cache_dir"},
+        "train": {"seed": t.seed, "max_seq_len": t.max_seq_len, "windows_per_step": t.batch_size * t.accumulation_steps},
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

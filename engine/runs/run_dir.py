@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from engine.events import Event, event_from_dict
+from engine.runs.events import Event, event_from_dict
 
 EVENTS_FILE = "events.jsonl"
 

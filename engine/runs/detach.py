@@ -2,7 +2,7 @@
 
 The child is a new session (closing the terminal, or Ctrl-C in it, does not reach it), reads
 nothing, and writes everything it prints to RUN_DIR/engine.log. It is controlled through the
-run dir like any run (engine/control_channel.py) and watched with `lightlm-tui monitor`.
+run dir like any run (engine/runs/control_channel.py) and watched with `lightlm-tui monitor`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,54 @@
+"""The steps since the last metrics report, summed on the device and read only when reported.
+
+Reading a loss every step would make a GPU wait for each step to finish; summing on the
+device and reading once per report (every `log_interval` steps) keeps it busy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.train.step import StepResult
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """Means over the reported steps."""
+
+    steps: int
+    loss: float
+    ce_loss: float
+    grad_norm: float  # of the last step
+    finite: bool  # every step's loss and gradients were finite
+
+
+class ReportWindow:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps = 0
+        self._loss = torch.zeros((), device=self.device)
+        self._ce = torch.zeros((), device=self.device)
+        self._finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self._grad_norm: torch.Tensor | None = None
+
+    def add(self, result: StepResult) -> None:
+        self.steps += 1
+        self._loss += result.loss
+        self._ce += result.ce_loss
+        self._finite &= result.finite
+        self._grad_norm = result.grad_norm
+
+    def take(self) -> WindowFigures:
+        """The window's figures (one device sync), and start a new window."""
+        steps = max(1, self.steps)
+        figures = WindowFigures(
+            steps=self.steps, loss=float(self._loss) / steps, ce_loss=float(self._ce) / steps,
+            grad_norm=float(self._grad_norm) if self._grad_norm is not None else 0.0, finite=bool(self._finite),
+        )
+        self._reset()
+        return figures

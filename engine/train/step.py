@@ -1,0 +1,84 @@
+"""One optimizer step over its micro-batches: the unit training, calibration and benchmarks run.
+
+`TrainStep(model, optimizer, compute, grad_clip, micro_batch_size)(batch, lr)` sets the
+learning rate, runs forward and backward on each micro-batch of the step's windows (under
+autocast, with loss scaling in float16), unscales, clips, steps the optimizer, runs the
+after-step hooks and zeroes the gradients. It returns a `StepResult` whose figures stay on the
+device: reading one makes a GPU wait for the step, so the caller reads them only when it
+reports. The step knows nothing of the model's insides; a model part that has figures of its
+own (expert loads, later) hands them over through `model.step_figures()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.data.loader import StepBatch
+from engine.device import ComputeSetup
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step did. Tensors are 0-dim and on the training device."""
+
+    loss: torch.Tensor  # the training loss (cross-entropy plus any auxiliary loss), mean over windows
+    ce_loss: torch.Tensor  # the cross-entropy alone
+    grad_norm: torch.Tensor  # before clipping
+    finite: torch.Tensor  # bool: the loss and every gradient were finite
+    windows: int
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TrainStep:
+    """Runs optimizer steps for one model and optimizer (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        compute: ComputeSetup,
+        grad_clip: float = 0.0,
+        micro_batch_size: int | None = None,
+        forward: Callable | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.compute = model, optimizer, compute
+        self.forward = forward or model  # e.g. the torch.compile'd model
+        self.clip = grad_clip if grad_clip > 0 else float("inf")
+        self.micro_batch_size = micro_batch_size  # None: the whole step in one micro-batch
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # float16 needs loss scaling so small gradients do not flush to zero; for bf16 / fp32 the
+        # scaler is disabled and every call on it passes straight through.
+        self.scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.dtype_name == "float16")
+        # Called after each optimizer step, before the gradients are zeroed (e.g. the loss-free
+        # MoE bias update reads the step's expert loads).
+        self.after_optimizer_step: list[Callable[[], None]] = []
+
+    def __call__(self, batch: StepBatch, lr: float) -> StepResult:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        windows = batch.windows
+        size = self.micro_batch_size or windows
+        loss_sum = torch.zeros((), device=self.compute.device)
+        ce_sum = torch.zeros((), device=self.compute.device)
+        for inputs, targets in zip(batch.inputs.split(size), batch.targets.split(size)):
+            # Each micro-batch's mean loss weighs by its share of the step's windows, so the
+            # gradient is the mean over all windows however they are split.
+            share = inputs.shape[0] / windows
+            with self.compute.autocast():
+                _, loss, ce = self.forward(inputs, targets)
+            self.scaler.scale(loss * share).backward()
+            loss_sum += loss.detach() * share
+            ce_sum += ce.detach() * share
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+        self.scaler.step(self.optimizer)  # skips the step if float16 overflowed
+        self.scaler.update()
+        for hook in self.after_optimizer_step:
+            hook()
+        self.optimizer.zero_grad(set_to_none=True)
+        figures = getattr(self.model, "step_figures", None)
+        return StepResult(loss_sum, ce_sum, grad_norm.detach(), finite, windows, figures() if figures else {})

@@ -1,0 +1,392 @@
+"""A training run: set-up, the loop, evaluation, checkpoints.
+
+`Trainer(config, run_dir, emit).run()` trains and returns the RunFinished event; everything it
+has to say on the way goes through `emit` as events (engine/runs/events.py). A `TrainControl`
+lets another thread pause, stop, save or evaluate between optimizer steps.
+
+The loop (`_loop`) reads top to bottom and delegates each job: the step's windows come from
+the loader (a pure function of seed and step), one optimizer step is a `TrainStep`, what
+happens between steps is `decide()`'s answer, and training time against pause / eval /
+checkpoint time is the `TrainingClock`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import torch
+
+from engine.config import RunConfig, save_config, validate
+from engine.data.embedded import EMBEDDED, corpus_origin
+from engine.data.loader import DATA_ORDER_VERSION, BatchLoader
+from engine.data.sources import load_documents
+from engine.data.token_store import TokenStore, prepare_token_store
+from engine.device import ComputeSetup, release_cached_memory, setup_compute
+from engine.errors import UserFacingError
+from engine.model.builder import build_model
+from engine.model.estimates import flops_per_token, optimizer_bytes
+from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
+from engine.runs.control_channel import ControlWatcher
+from engine.runs.events import (
+    CheckpointSaved,
+    EngineError,
+    EvalResult,
+    Event,
+    LogLine,
+    PauseChanged,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+    for_run,
+)
+from engine.train.budget_clock import BudgetClock
+from engine.train.checkpoint import TrainState, config_hash, load_latest, prune_checkpoints, restore_rng_states, save_checkpoint
+from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
+from engine.train.decision import Boundary, Decision, RequestInbox, Schedule, TrainControl, decide
+from engine.train.evaluate import evaluate_model
+from engine.train.optimizers import build_optimizer
+from engine.train.report_window import ReportWindow
+from engine.train.schedule import lr_at, lr_at_progress
+from engine.train.step import StepResult, TrainStep
+
+__all__ = ["Trainer", "TrainControl", "TrainingError", "total_steps_for"]
+
+
+class TrainingError(UserFacingError):
+    """Training cannot start or go on; the message says why and what to change."""
+
+
+def total_steps_for(config: RunConfig, train_tokens: int) -> int:
+    """max_steps when set, else enough steps for num_epochs passes over the training tokens."""
+    t = config.train
+    if t.max_steps:
+        return t.max_steps
+    return max(1, math.ceil(t.num_epochs * train_tokens / t.tokens_per_step))
+
+
+class Trainer:
+    """One run, from data preparation to the final checkpoint."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        emit: Callable[[Event], None] = lambda event: None,
+        control: TrainControl | None = None,
+        resume: bool = False,
+        threads: int | None = None,
+        budget_started_at: float | None = None,
+        model_builder: Callable[..., torch.nn.Module] = build_model,
+    ) -> None:
+        """`model_builder` (engine.model.builder.build_model's signature) is the seam a test
+        uses to train a model that misbehaves on purpose."""
+        self.config, self.run_dir = config, Path(run_dir)
+        # Every event says which run it belongs to, so a screen can ignore other runs'.
+        self.emit = lambda event: emit(for_run(event, str(self.run_dir)))
+        self.control = control or TrainControl()
+        self.resume, self.threads = resume, threads
+        # With train.time_budget_s: the wall-clock time (time.time()) the budget counts from
+        # (the CLI passes its process's start); None means when run() is called.
+        self.budget_started_at = budget_started_at
+        self.model_builder = model_builder
+        self.budget: BudgetClock | None = None
+        self.state = TrainState()
+        self.losses: list[float] = []  # mean loss of each reported window (every step when log_interval=1)
+        self.loader_wait_s = 0.0
+        self.train_s = 0.0
+
+    # ----- setup -------------------------------------------------------------------------
+    def _log(self, text: str, level: str = "info") -> None:
+        self.emit(LogLine(level, text))
+
+    def _setup(self) -> None:
+        problems = validate(self.config, cuda_available=torch.cuda.is_available())
+        if problems:
+            raise TrainingError("the config has problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        c, t = self.config, self.config.train
+        self.compute: ComputeSetup = setup_compute(t.use_dtype, self.threads)
+        self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads")
+        self._prepare_data()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.run_dir / "tokenizer").exists():
+            shutil.copytree(self.store.directory / "tokenizer", self.run_dir / "tokenizer")
+        save_config(c, self.run_dir / "config.toml", header="The full resolved config this run used.")
+
+        self.model = self.model_builder(c.model, self.compute.device, seed=t.seed,
+                                 gradient_checkpointing=t.gradient_checkpointing)
+        self.optimizer = build_optimizer(self.model, c, self.compute.device)
+        self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size)
+        self.state = TrainState(config_hash=config_hash(c), extra={"data_order": DATA_ORDER_VERSION})
+        if self.resume:
+            self._restore()
+        if t.use_compile:
+            self.train_step.forward = torch.compile(self.model)
+        self.total_steps = total_steps_for(c, self.store.meta.train_tokens)
+        self.flops_per_token = flops_per_token(c.model, t.max_seq_len)
+        self.peak_flops = matmul_peak_flops(self.compute.device.type, self.compute.autocast_dtype or torch.float32)
+        self.gpu = GpuUtilization(self.compute.device)
+
+    def _prepare_data(self) -> None:
+        c = self.config
+        started = time.perf_counter()
+        dataset = load_documents(c.data)
+        self.store: TokenStore = prepare_token_store(dataset, c.data)
+        how = "from cache" if self.store.from_cache else f"in {time.perf_counter() - started:.1f} s"
+        origin = f" ({corpus_origin()})" if c.data.source in EMBEDDED else ""
+        meta = self.store.meta
+        self._log(
+            f"data: {c.data.source}{origin}: {meta.train_tokens:,} train / {meta.val_tokens:,} val tokens "
+            f"({meta.train_documents} / {meta.val_documents} documents), prepared {how}"
+        )
+        self._check_vocab()
+
+    def _check_vocab(self) -> None:
+        tokens, model = self.store.meta.vocab_size, self.config.model.vocab_size
+        if tokens > model:
+            raise TrainingError(
+                f"the tokenizer has {tokens} tokens but model.vocab_size is {model}; "
+                f"set model.vocab_size = {tokens}."
+            )
+        if tokens < model and self.config.data.tokenizer != "bpe":
+            raise TrainingError(
+                f"the tokenizer ({self.config.data.tokenizer}) has {tokens} tokens but model.vocab_size is "
+                f"{model}; set model.vocab_size = {tokens}."
+            )
+        if tokens < model:
+            self._log(f"the corpus supported only {tokens} BPE tokens of the {model} asked for; "
+                      "the model keeps its size (unused rows stay untrained)", "warning")
+
+    def _restore(self) -> None:
+        checkpoint = load_latest(self.run_dir, map_location=self.compute.device)
+        self.model.load_state_dict(checkpoint.model_state)
+        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        restore_rng_states(checkpoint.rng_state)
+        if checkpoint.state.extra.get("grad_scaler"):
+            self.train_step.scaler.load_state_dict(checkpoint.state.extra["grad_scaler"])
+        if checkpoint.state.config_hash and checkpoint.state.config_hash != self.state.config_hash:
+            self._log("the model, data or data order settings differ from the ones the checkpoint was trained "
+                      "with; the run goes on with the new ones", "warning")
+        self.state = checkpoint.state
+        self.state.config_hash = config_hash(self.config)
+        # Checkpoints from before the step-keyed data order have no version: they keep their order.
+        self.state.extra.setdefault("data_order", 1)
+        self._log(f"resumed from {checkpoint.path.name} at step {self.state.step}")
+
+    # ----- the run -----------------------------------------------------------------------
+    def run(self) -> RunFinished:
+        """Train to the end (or until stopped); returns the RunFinished event it also emitted."""
+        wall_start = time.perf_counter()
+        # Requests from other processes (RUN_DIR/control.jsonl) count from now, set-up included,
+        # and so does a time budget unless the caller started its clock earlier.
+        self.inbox = RequestInbox(self.control, ControlWatcher(self.run_dir), self._log)
+        self.budget_started_at = self.budget_started_at or time.time()
+        try:
+            self._setup()
+            self.emit(RunStarted(
+                run_dir=str(self.run_dir), params=self.model.num_parameters(), total_steps=self.total_steps,
+                tokens_per_step=self.config.train.tokens_per_step, start_step=self.state.step,
+                device=str(self.compute.device), dtype=self.compute.dtype_name, threads=self.compute.threads,
+                pid=os.getpid(), pid_started=psutil.Process().create_time(), host=socket.gethostname(),
+                time_budget_s=self.config.train.time_budget_s,
+            ))
+            status = self._loop()
+            if self.state.val_loss is None or self.state.extra.get("eval_step") != self.state.step:
+                self._evaluate()
+            self._checkpoint("final" if status == "completed" else "stop")
+            message = "" if status == "completed" else "stopped on request; resume continues from here"
+        except (TrainingError, ValueError, OSError) as exc:
+            return self._fail(str(exc), wall_start)
+        except Exception as exc:  # an engine bug: report it, never kill the caller's thread
+            return self._fail(f"{exc.__class__.__name__}: {exc}", wall_start)
+        finished = RunFinished(status, self.state.step, self.state.val_loss, self.state.val_bpb,
+                               time.perf_counter() - wall_start, message)
+        self.emit(finished)
+        return finished
+
+    def _fail(self, message: str, wall_start: float) -> RunFinished:
+        self.emit(EngineError(message, recoverable=False))
+        finished = RunFinished("failed", self.state.step, self.state.val_loss, self.state.val_bpb,
+                               time.perf_counter() - wall_start, message)
+        self.emit(finished)
+        return finished
+
+    def _loop(self) -> str:
+        """Steps until the decision says stop or finished; returns "stopped" or "completed"."""
+        t = self.config.train
+        self.clock = clock = TrainingClock()
+        self.window = ReportWindow(self.compute.device)
+        self.start_step, self.elapsed_before = self.state.step, self.state.elapsed_s
+        self.budget = self._budget_clock() if t.time_budget_s > 0 else None
+        loader = BatchLoader(self.store.train, t.batch_size * t.accumulation_steps, t.max_seq_len, t.seed,
+                             start_step=self.state.step, device=self.compute.device,
+                             order_version=self.state.extra["data_order"], micro_batch_size=t.batch_size)
+        self.last_checkpoint_at = time.perf_counter()
+        self.previous_epoch, visited = self.state.epoch, None
+        try:
+            while True:
+                decision = self._decide(revisit=visited == self.state.step)
+                visited = self.state.step
+                if decision.evaluate:
+                    self._timed_evaluate()
+                if decision.save:
+                    self._timed_checkpoint(decision.save)
+                if decision.stop:
+                    return "stopped"
+                if decision.finished:
+                    return "completed"
+                if decision.pause:
+                    self._wait_while_paused()
+                    continue  # decide again: what was asked while paused counts
+                self.previous_epoch = self.state.epoch
+                result = self.train_step(next(loader), self._learning_rate())
+                self._advance(result)
+        finally:
+            self.loader_wait_s = loader.wait_s
+            self.train_s = clock.training_s()
+            loader.close()
+
+    # ----- the loop's parts --------------------------------------------------------------
+    def _decide(self, revisit: bool) -> Decision:
+        t = self.config.train
+        schedule = Schedule(
+            total_steps=None if self.budget else self.total_steps, eval_interval=t.eval_interval,
+            checkpoint_every_steps=t.checkpoint_every_steps, checkpoint_every_s=60 * t.checkpoint_every_minutes,
+            epoch_checkpoints=t.use_epoch_checkpoints,
+        )
+        boundary = Boundary(
+            step=self.state.step, start_step=self.start_step, epoch=self.state.epoch,
+            previous_epoch=self.previous_epoch, since_checkpoint_s=time.perf_counter() - self.last_checkpoint_at,
+            out_of_time=bool(self.budget and self.budget.out_of_time()), revisit=revisit,
+        )
+        return decide(boundary, self.inbox.take(), schedule)
+
+    def _learning_rate(self) -> float:
+        t = self.config.train
+        if self.budget:
+            return lr_at_progress(self.budget.progress(), t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
+        return lr_at(self.state.step, self.total_steps, t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
+
+    def _advance(self, result: StepResult) -> None:
+        """Count the step in the state and the report window; report when due."""
+        t = self.config.train
+        self.state.step += 1
+        self.state.tokens_seen += t.tokens_per_step
+        self.state.epoch = self.state.tokens_seen / self.store.meta.train_tokens
+        self.state.elapsed_s = self.elapsed_before + self.clock.training_s()
+        self.window.add(result)
+        if self.budget and self.budget.step_s == 0:
+            # The stop decision needs a step time before the first report; reading the loss
+            # makes the device finish the step, so the time is real. Later reports (which read
+            # the loss anyway) keep it current.
+            float(result.loss)
+            self.budget.record_step(self.clock.since_lap())
+        last = self.budget.out_of_time() if self.budget else self.state.step == self.total_steps
+        if self.state.step % t.log_interval == 0 or last:
+            self._report()
+
+    def _report(self) -> None:
+        figures = self.window.take()
+        if not math.isfinite(figures.loss):
+            raise TrainingError(
+                f"the loss became {figures.loss} by step {self.state.step}; lower train.learning_rate, "
+                "keep train.grad_clip on, or use bfloat16 instead of float16. The last checkpoint is intact."
+            )
+        self.losses.append(figures.loss)
+        seconds = self.clock.lap()
+        if self.budget and figures.steps > 1:
+            self.budget.record_step(seconds / figures.steps)
+        tokens_per_s = figures.steps * self.config.train.tokens_per_step / max(seconds, 1e-9)
+        self._emit_metrics(figures.loss, self.train_step.optimizer.param_groups[0]["lr"], figures.grad_norm,
+                           tokens_per_s, seconds / max(1, figures.steps))
+
+    def _wait_while_paused(self) -> None:
+        self.emit(PauseChanged(paused=True, step=self.state.step))
+        self._log("paused")
+        with self.clock.excluded(PAUSE):
+            while self.inbox.still_paused():
+                time.sleep(0.05)
+        self.emit(PauseChanged(paused=False, step=self.state.step))
+        self._log("resumed")
+
+    def _timed_evaluate(self) -> None:
+        started = time.perf_counter()
+        with self.clock.excluded(EVAL):
+            self._evaluate()
+        if self.budget:
+            self.budget.measured_eval(time.perf_counter() - started)
+
+    def _timed_checkpoint(self, reason: str) -> None:
+        started = time.perf_counter()
+        with self.clock.excluded(CHECKPOINT):
+            self._checkpoint(reason)
+        self.last_checkpoint_at = time.perf_counter()
+        if self.budget:
+            self.budget.checkpoint_s = self.last_checkpoint_at - started
+
+    def _budget_clock(self) -> BudgetClock:
+        """The clock a budgeted run stops by; a resumed run gets what its budget has left.
+        Pauses do not spend the budget: its clock is wall time less the time paused."""
+        t, extra = self.config.train, self.state.extra
+        checkpoint_bytes = 4 * self.model.num_parameters() + optimizer_bytes(self.config.model, t.optimizer)
+        return BudgetClock(
+            budget_s=t.time_budget_s - extra.get("budget_used_s", 0.0),
+            started_at=self.budget_started_at,
+            clock=lambda: time.time() - self.clock.excluded_s(PAUSE),
+            start_progress=extra.get("budget_progress", 0.0),
+            eval_in_steps=0.5 * t.eval_batches / t.accumulation_steps,
+            checkpoint_s=0.1 + checkpoint_bytes / 200e6,  # until one has been timed
+        )
+
+    # ----- evaluation, checkpoints, metrics ----------------------------------------------
+    def _checkpoint(self, reason: str) -> None:
+        if reason == "epoch":
+            name = f"epoch_{math.floor(self.state.epoch)}"
+        else:
+            name = f"step_{self.state.step:06d}"
+        if self.budget is not None:
+            spent = self.config.train.time_budget_s - self.budget.budget_s
+            self.state.extra["budget_used_s"] = spent + self.budget.used_s()
+            self.state.extra["budget_progress"] = self.budget.progress()
+        if self.train_step.scaler.is_enabled():
+            self.state.extra["grad_scaler"] = dict(self.train_step.scaler.state_dict())
+        path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config)
+        prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
+        self.emit(CheckpointSaved(self.state.step, str(path), reason))
+
+    def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float) -> None:
+        vram, vram_reserved, vram_peak = cuda_memory_mb(self.compute.device)
+        if self.budget is not None:
+            eta_s, progress = self.budget.remaining_s(), self.budget.progress()
+        else:
+            eta_s, progress = (self.total_steps - self.state.step) * step_s, self.state.step / self.total_steps
+        self.emit(StepMetrics(
+            step=self.state.step, epoch=self.state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
+            tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak_flops,
+            ram_mb=process_ram_mb(), vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
+            gpu_util=self.gpu.percent(),
+            eta_s=eta_s, elapsed_s=self.state.elapsed_s, progress=progress,
+        ))
+
+    def _evaluate(self) -> EvalResult | None:
+        t = self.config.train
+        figures = evaluate_model(self.model, self.store.val, self.store.meta.val_bytes_per_token, t.max_seq_len,
+                                 t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast)
+        if t.clean_cuda_cache:
+            release_cached_memory(self.compute.device)
+        if figures is None:
+            self._log("the validation split is too short to evaluate; raise data.val_fraction", "warning")
+            return None
+        self.state.val_loss, self.state.val_bpb = figures.val_loss, figures.val_bpb
+        self.state.extra["eval_step"] = self.state.step
+        if self.state.best_val_loss is None or figures.val_loss < self.state.best_val_loss:
+            self.state.best_val_loss = figures.val_loss
+        result = EvalResult(self.state.step, figures.val_loss, figures.val_bpb, figures.perplexity)
+        self.emit(result)
+        return result
