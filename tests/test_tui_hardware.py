@@ -21,16 +21,39 @@ async def test_hardware_screen_shows_every_check():
         assert "Ready to train" in summary or "Fix the failed checks" in summary
 
 
-async def test_recheck_and_quit_keys():
+async def test_recheck_probes_again_and_q_quits(monkeypatch):
+    """r goes back to "checking", runs the probe again and shows its new verdict; q exits with 0."""
+    import threading
+
+    from engine.hardware import Check, HardwareReport
+
+    reports = [HardwareReport([Check("cpu", "ok", "2 cores", "2 CPU cores.")]),
+               HardwareReport([Check("cpu", "ok", "2 cores", "2 CPU cores."),
+                               Check("disk", "warn", "1 GiB free", "Little disk space left.")])]
+    second_may_finish = threading.Event()
+
+    def probe(*args, **kwargs):
+        report = reports.pop(0)
+        if not reports:  # the re-check: held until the test has seen "checking"
+            assert second_may_finish.wait(30)
+        return report
+
+    monkeypatch.setattr("engine.hardware.probe", probe)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
+        summary = lambda: str(app.screen.query_one("#summary", Static).render())
         table = app.screen.query_one(DataTable)
-        await wait_for(lambda: table.row_count > 0, pilot)
+        await wait_for(lambda: summary().startswith("Ready to train.  1 ok, 0 warn"), pilot)
+        assert table.row_count == 1
         await pilot.press("r")
-        await wait_for(lambda: table.row_count > 0, pilot)
+        await wait_for(lambda: summary().startswith("Checking this machine"), pilot)
+        second_may_finish.set()
+        await wait_for(lambda: summary().startswith("Ready to train (see the warnings).  1 ok, 1 warn"), pilot)
+        assert table.row_count == 2 and str(table.get_row_at(1)[1]) == "disk"
+        assert "warn" in str(table.get_row_at(1)[0])
         await pilot.press("q")
         await pilot.pause()
-    assert app.return_code in (0, None)
+    assert app.return_code == 0 and not reports
 
 
 async def test_findings_wrap_instead_of_being_cut_off_at_80_columns():
