@@ -28,7 +28,11 @@ def test_train_then_eval_generate_and_resume(tiny_run_config, tmp_path):
 
     code, out, err = run_cli("generate", str(run_dir), "--prompt", "The ", "--max-new-tokens", "20", "--seed", "1")
     assert code == 0, err
-    assert out.startswith("The ") and len(out) > len("The \n")
+    from engine.generation import SamplingSettings, generate_text, load_run
+
+    # Seeded sampling: the same text as the engine's generate on this run (the CLI's defaults).
+    expected = generate_text(load_run(run_dir), "The ", SamplingSettings(20, 0.8, 50, 0.95, seed=1))
+    assert expected and out == "The " + expected + "\n"
 
     # A second run with the same name gets its own folder; nothing is overwritten.
     code, _, _ = run_cli("train", "--config", str(config_path), "--name", "cli run", "--runs-dir", str(runs),
