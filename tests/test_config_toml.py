@@ -7,6 +7,7 @@ import pytest
 from engine.config import (
     ConfigError,
     RunConfig,
+    TrainConfig,
     apply_overrides,
     dumps_config,
     load_config,
@@ -80,18 +81,53 @@ def test_bad_toml_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
-def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+class DiskFull(OSError):
+    pass
+
+
+class HalfWriter:
+    """A file whose write stores half the text, then fails as a full disk would."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+    def write(self, text):
+        self.handle.write(text[: len(text) // 2])
+        self.handle.flush()
+        raise DiskFull("no space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync", "replace"])
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch, failing):
+    """The new text is (partly or wholly) written before the failure: only a write to a
+    temporary file and a rename keeps the old config whole."""
+    import os
+
     path = save_config(RunConfig(name="first"), tmp_path / "run.toml")
-    import engine.config.toml_io as toml_io
+    old_text = path.read_text()
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
+    def fail(*args, **kwargs):
+        raise DiskFull("no space left on device")
 
-    monkeypatch.setattr(toml_io, "dumps_config", broken)
-    with pytest.raises(RuntimeError):
-        save_config(RunConfig(name="second"), path)
-    assert load_config(path).name == "first"
-    assert [p.name for p in tmp_path.iterdir()] == ["run.toml"]
+    if failing == "write":
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(os, "fdopen", lambda *a, **k: HalfWriter(real_fdopen(*a, **k)))
+    else:
+        monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(DiskFull):
+        save_config(RunConfig(name="second", train=TrainConfig(learning_rate=0.5)), path)
+    monkeypatch.undo()
+    assert path.read_text() == old_text and load_config(path).name == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.toml"]  # no temporary file left behind
 
 
 @pytest.mark.parametrize(
