@@ -48,8 +48,15 @@ def test_active_experts_at_most_experts():
     assert "cannot route to more experts than exist (moe_num_experts = 4)" in found["model.moe_active_experts"]
 
 
-def test_moe_is_refused_until_it_exists():
-    assert "not in this version yet" in messages(run(model={"use_moe": True}))["model.use_moe"]
+def test_a_sane_moe_config_is_accepted():
+    assert messages(run(model={"use_moe": True, "moe_num_experts": 8, "moe_active_experts": 2,
+                                "moe_shared_experts": 1})) == {}
+    assert messages(run(model={"use_moe": True, "use_lossfreebalance": True})) == {}
+
+
+def test_loss_free_balancing_with_a_zero_rate_is_refused():
+    found = messages(run(model={"use_moe": True, "use_lossfreebalance": True, "moe_bias_update_rate": 0.0}))
+    assert "0 never moves it" in found["model.moe_bias_update_rate"]
 
 
 def test_seq_len_at_most_context():

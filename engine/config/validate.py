@@ -102,10 +102,12 @@ def _model_rules(config: RunConfig) -> list[ConfigProblem]:
                 f"cannot route to more experts than exist (moe_num_experts = {m.moe_num_experts}); "
                 f"set it to at most {m.moe_num_experts}.",
             ))
-        found.append(ConfigProblem(
-            "model.use_moe", True,
-            "the mixture-of-experts feed-forward is not in this version yet; set use_moe = false.",
-        ))
+        if m.use_lossfreebalance and m.moe_bias_update_rate == 0 and m.moe_active_experts < m.moe_num_experts:
+            found.append(ConfigProblem(
+                "model.moe_bias_update_rate", 0,
+                "loss-free balancing moves the routing bias by this rate and 0 never moves it; "
+                "set a rate such as 0.001, or use_lossfreebalance = false for the auxiliary loss.",
+            ))
     return found
 
 
@@ -128,11 +130,6 @@ def _train_rules(config: RunConfig, cuda_available: bool | None) -> list[ConfigP
         ))
     if not t.runs_dir.strip():
         found.append(ConfigProblem("train.runs_dir", t.runs_dir, "must name a folder, e.g. runs."))
-    if t.use_ddp:
-        found.append(ConfigProblem(
-            "train.use_ddp", True,
-            "training on several processes (DDP under torchrun) is not in this version yet; set use_ddp = false.",
-        ))
     if t.use_lora:
         found.append(ConfigProblem(
             "train.use_lora", True, "LoRA training is not in this version yet; set use_lora = false."

@@ -25,6 +25,7 @@ from engine.model.sampling import sample_next_token
 
 # The kinds of parameter the model declares (see Transformer.parameter_groups).
 HIDDEN_MATRICES, EMBEDDINGS, NORMS = "hidden_matrices", "embeddings", "norms"
+ROUTERS = "routers"  # mixture-of-experts routers: no weight decay, never Muon
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -148,9 +149,9 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """Gated feed-forward: down(act(gate(x)) * up(x)); SwiGLU with the default silu."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, hidden_dims: int | None = None) -> None:
         super().__init__()
-        c, f = config.num_dims, config.ffn_hidden_dims
+        c, f = config.num_dims, hidden_dims or config.ffn_hidden_dims
         self.gate_proj = nn.Linear(c, f, bias=False)
         self.up_proj = nn.Linear(c, f, bias=False)
         self.down_proj = nn.Linear(f, c, bias=False)
@@ -166,6 +167,11 @@ def build_feed_forward(config: ModelConfig) -> nn.Module:
 
     Any module returning (output, aux_loss or None) from forward(x) fits.
     """
+    if config.use_moe:
+        # Imported here: engine.model.moe builds on this module's FeedForward and constants.
+        from engine.model.moe import build_moe
+
+        return build_moe(config)
     return FeedForward(config)
 
 
@@ -210,6 +216,39 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
                 nn.init.ones_(module.weight)
+            elif hasattr(module, "init_weights"):  # stacked expert weights: the same init as Linear's
+                module.init_weights(std=0.02, residual_std=residual_std)
+
+    def moe_layers(self) -> list[nn.Module]:
+        """The blocks' mixture-of-experts feed-forwards (empty for a dense model)."""
+        return [layer.mlp for layer in self.layers if hasattr(layer.mlp, "take_counts")]
+
+    def num_active_parameters(self) -> int:
+        """Parameters one token passes through: the routed experts count k of E."""
+        total = self.num_parameters()
+        for moe in self.moe_layers():
+            per_expert = sum(p[0].numel() for p in (moe.experts.gate_proj, moe.experts.up_proj, moe.experts.down_proj))
+            total -= (moe.num_experts - moe.top_k) * per_expert
+        return total
+
+    def after_optimizer_step(self) -> None:
+        """Loss-free balancing: move each MoE layer's routing bias by the step's expert loads
+        (every micro-batch of the step counted; summed over ranks under DDP)."""
+        from engine.model.moe import summed_over_ranks
+
+        for moe in self.moe_layers():
+            if moe.loss_free:
+                moe.update_bias(summed_over_ranks(moe.tokens_per_expert))
+
+    def step_figures(self) -> dict[str, torch.Tensor]:
+        """The last optimizer step's per-layer expert loads, (L, E) fractions and (L,)
+        max-violation, on the device; empty for a dense model. Starts the next step's count."""
+        layers = self.moe_layers()
+        if not layers:
+            return {}
+        from engine.model.moe import load_figures
+
+        return load_figures(torch.stack([moe.take_counts() for moe in layers]))
 
     def num_parameters(self) -> int:
         """Trainable parameters (the tied output head counted once)."""
@@ -218,15 +257,21 @@ class Transformer(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter under the kind the optimizer treats it as, each exactly once:
         `hidden_matrices` (the blocks' linear weights: decayed, Muon's), `embeddings` (the
-        token embedding, also the tied output head: decayed, never Muon's) and `norms`
-        (no decay). Declared here, by the modules that own them, so the optimizer never
+        token embedding, also the tied output head: decayed, never Muon's), `norms`
+        (no decay) and `routers` (MoE routers: no decay, never Muon's; the stacked expert
+        weights are hidden matrices). Declared here, by the modules that own them, so the optimizer never
         guesses a parameter's role from its name or shape."""
-        groups: dict[str, list[nn.Parameter]] = {HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: []}
+        groups: dict[str, list[nn.Parameter]] = {
+            HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: [], ROUTERS: [],
+        }
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 groups[HIDDEN_MATRICES].append(module.weight)
             elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
                 groups[NORMS].append(module.weight)
+            elif hasattr(module, "parameter_kinds"):  # a module with parameters of its own (MoE)
+                for kind, params in module.parameter_kinds().items():
+                    groups[kind].extend(params)
         return groups
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None):

@@ -6,7 +6,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.device import bf16_supported
-from engine.model.transformer import EMBEDDINGS, HIDDEN_MATRICES, NORMS
+from engine.model.transformer import EMBEDDINGS, HIDDEN_MATRICES, NORMS, ROUTERS
 from engine.train.muon import MuonAdamW
 
 
@@ -14,7 +14,9 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.dev
     """AdamW or Muon over the model's trainable parameters, weight decay on matrices only.
 
     The roles come from `model.parameter_groups()`: Muon takes the hidden matrices; the token
-    embedding (also the tied output head) and the norms stay with AdamW (engine/train/muon.py).
+    embedding (also the tied output head), the norms and MoE routers stay with AdamW
+    (engine/train/muon.py); norms and routers get no weight decay (a router's scale sets how
+    sharply it chooses, and decaying it would blur the choice).
     AdamW uses fused kernels on CUDA. Frozen parameters (requires_grad False) are left out."""
     t = config.train
     declared = {kind: [p for p in params if p.requires_grad] for kind, params in model.parameter_groups().items()}
@@ -23,14 +25,14 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.dev
         groups = [
             {"params": declared[HIDDEN_MATRICES], "weight_decay": t.weight_decay, "muon": True},
             {"params": declared[EMBEDDINGS], "weight_decay": t.weight_decay},
-            {"params": declared[NORMS], "weight_decay": 0.0},
+            {"params": declared[NORMS] + declared.get(ROUTERS, []), "weight_decay": 0.0},
         ]
         # Newton-Schulz runs in bfloat16 where the hardware is fast at it, else in float32.
         dtype = torch.bfloat16 if bf16_supported(device) else torch.float32
         return MuonAdamW(groups, lr=t.learning_rate, betas=tuple(t.betas), orthogonalise_dtype=dtype)
     groups = [
         {"params": declared[HIDDEN_MATRICES] + declared[EMBEDDINGS], "weight_decay": t.weight_decay},
-        {"params": declared[NORMS], "weight_decay": 0.0},
+        {"params": declared[NORMS] + declared.get(ROUTERS, []), "weight_decay": 0.0},
     ]
     extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=t.learning_rate, betas=tuple(t.betas), **extra)

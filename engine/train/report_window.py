@@ -6,7 +6,7 @@ device and reading once per report (every `log_interval` steps) keeps it busy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,9 @@ class WindowFigures:
     ce_loss: float
     grad_norm: float  # of the last step
     finite: bool  # every step's loss and gradients were finite
+    # The model's own step figures (StepResult.extra, e.g. per-layer expert loads), averaged
+    # over the window's steps, as nested lists of floats.
+    extra: dict[str, list] = field(default_factory=dict)
 
 
 class ReportWindow:
@@ -35,6 +38,7 @@ class ReportWindow:
         self._ce = torch.zeros((), device=self.device)
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
         self._grad_norm: torch.Tensor | None = None
+        self._extra: dict[str, torch.Tensor] = {}
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
@@ -42,6 +46,8 @@ class ReportWindow:
         self._ce += result.ce_loss
         self._finite &= result.finite
         self._grad_norm = result.grad_norm
+        for name, value in result.extra.items():
+            self._extra[name] = self._extra[name] + value if name in self._extra else value.detach().clone()
 
     def take(self) -> WindowFigures:
         """The window's figures (one device sync), and start a new window."""
@@ -49,6 +55,7 @@ class ReportWindow:
         figures = WindowFigures(
             steps=self.steps, loss=float(self._loss) / steps, ce_loss=float(self._ce) / steps,
             grad_norm=float(self._grad_norm) if self._grad_norm is not None else 0.0, finite=bool(self._finite),
+            extra={name: (total / steps).tolist() for name, total in self._extra.items()},
         )
         self._reset()
         return figures

@@ -55,6 +55,11 @@ class TrainStep:
         # Called after each optimizer step, before the gradients are zeroed (e.g. the loss-free
         # MoE bias update reads the step's expert loads).
         self.after_optimizer_step: list[Callable[[], None]] = []
+        # A model with a job of its own after each step declares it (loss-free MoE balancing),
+        # so training, calibration and benchmarks all run it.
+        model_hook = getattr(model, "after_optimizer_step", None)
+        if callable(model_hook):
+            self.after_optimizer_step.append(model_hook)
 
     def __call__(self, batch: StepBatch, lr: float) -> StepResult:
         for group in self.optimizer.param_groups:
