@@ -18,24 +18,29 @@ def token_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("token-cache"))
 
 
+def make_tiny_run_config(token_cache: str, runs_dir: str, **train_overrides) -> RunConfig:
+    """A model and run small enough to train for real in a couple of seconds (fp32: exact)."""
+    train = dict(
+        max_steps=30, max_seq_len=32, batch_size=4, learning_rate=3e-3, use_dtype="float32",
+        log_interval=1, eval_interval=10, eval_batches=2, checkpoint_every_steps=0,
+        checkpoint_every_minutes=0.0, use_epoch_checkpoints=False, runs_dir=runs_dir, seed=7,
+    )
+    train.update(train_overrides)
+    return RunConfig(
+        name="t",
+        model=ModelConfig(vocab_size=512, num_dims=64, num_heads=4, num_kv_heads=2, num_layers=2,
+                          ffn_hidden_dims=128, context_len=64),
+        train=TrainConfig(**train),
+        data=DataConfig(source="python-docs", tokenizer_vocab_size=512, val_fraction=0.05, cache_dir=token_cache),
+    )
+
+
 @pytest.fixture()
 def tiny_run_config(token_cache, tmp_path):
-    """A model and run small enough to train for real in a couple of seconds (fp32: exact)."""
+    """make_tiny_run_config(**train_overrides), runs under this test's tmp_path."""
 
     def make(**train_overrides) -> RunConfig:
-        train = dict(
-            max_steps=30, max_seq_len=32, batch_size=4, learning_rate=3e-3, use_dtype="float32",
-            log_interval=1, eval_interval=10, eval_batches=2, checkpoint_every_steps=0,
-            checkpoint_every_minutes=0.0, use_epoch_checkpoints=False, runs_dir=str(tmp_path / "runs"), seed=7,
-        )
-        train.update(train_overrides)
-        return RunConfig(
-            name="t",
-            model=ModelConfig(vocab_size=512, num_dims=64, num_heads=4, num_kv_heads=2, num_layers=2,
-                              ffn_hidden_dims=128, context_len=64),
-            train=TrainConfig(**train),
-            data=DataConfig(source="python-docs", tokenizer_vocab_size=512, val_fraction=0.05, cache_dir=token_cache),
-        )
+        return make_tiny_run_config(token_cache, str(tmp_path / "runs"), **train_overrides)
 
     return make
 

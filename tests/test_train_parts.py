@@ -221,9 +221,12 @@ def test_weight_decay_follows_the_declared_groups():
 
 
 # ----- settings ------------------------------------------------------------------------------
-def test_use_ddp_is_refused_until_it_exists():
-    config = RunConfig(train=TrainConfig(use_ddp=True))
-    assert any(p.field == "train.use_ddp" and "not in this version" in p.message for p in validate(config))
+def test_the_retired_use_ddp_setting_loads_when_off_and_says_what_replaced_it_when_on():
+    from engine.config import ConfigError, loads_config
+
+    assert loads_config("[train]\nuse_ddp = false\n") == RunConfig()  # as old run folders hold it
+    with pytest.raises(ConfigError, match="train.use_ddp = True: DDP is on whenever a run has several processes"):
+        loads_config("[train]\nuse_ddp = true\n")
 
 
 def test_the_config_hash_covers_the_model_and_data_order_only():

@@ -128,7 +128,6 @@ class TrainConfig:
     )
     use_compile: bool = setting(False, "torch.compile the model (costs start-up time, pays on long runs).")
     gradient_checkpointing: bool = setting(False, "Recompute block activations in backward to save memory.")
-    use_ddp: bool = setting(False, "Train with DistributedDataParallel under torchrun (not in this version yet).")
     log_interval: int = setting(10, "Optimizer steps between metric reports.", min=1)
     eval_interval: int = setting(200, "Optimizer steps between evaluations.", min=1, zero_means="only at the end")
     eval_batches: int = setting(20, "Held-out batches per evaluation.", min=1)

@@ -66,7 +66,19 @@ def config_from_dict(data: dict[str, Any], source: str = "") -> RunConfig:
     return RunConfig(name=name, **{s: SECTIONS[s](**sections[s]) for s in SECTIONS})
 
 
+# Settings that no longer exist, with what replaced them. Old run folders' config.toml files
+# hold them, so the value they had by default still loads (and is dropped); any other value is
+# an error that says what to use now.
+RETIRED = {
+    ("train", "use_ddp"): (False, "DDP is on whenever a run has several processes: `lightlm-tui train --nproc N` "
+                                  "(or torchrun); remove use_ddp"),
+}
+
+
 def _take(target: dict[str, Any], section: str, key: str, value: Any) -> list[ConfigProblem]:
+    if (section, key) in RETIRED:
+        harmless, replacement = RETIRED[(section, key)]
+        return [] if value == harmless else [ConfigProblem(f"{section}.{key}", value, f"{replacement}.")]
     if key not in section_fields(section):
         hint = suggest_key(section, key)
         return [ConfigProblem(f"{section}.{key}", value, f"unknown setting{hint}.")]

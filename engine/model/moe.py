@@ -222,3 +222,17 @@ def load_figures(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     mean = fraction.mean(dim=-1)
     violation = (fraction.max(dim=-1).values - mean) / mean
     return {"expert_load": fraction, "expert_max_violation": violation}
+
+
+def expert_load_fields(extra: dict[str, list]) -> dict[str, list]:
+    """The StepMetrics fields for a report window's averaged step figures (plain lists, so the
+    event stays JSON): loads and max-violation per layer, and each layer's experts that got no
+    token in the whole window. Empty when the model reported no expert loads."""
+    if "expert_load" not in extra:
+        return {}
+    loads = extra["expert_load"]
+    return {
+        "expert_load": loads,
+        "expert_max_violation": extra.get("expert_max_violation", []),
+        "expert_dead": [sum(1 for load in layer if load == 0.0) for layer in loads],
+    }

@@ -31,13 +31,14 @@ class DetachError(RuntimeError):
     """The background process exited at once; the message carries the end of its log."""
 
 
-def start_detached(cli_args: list[str], run_dir: Path) -> Detached:
-    """Run `python -m engine.cli *cli_args` in the background, logging to RUN_DIR/engine.log."""
+def start_detached(cli_args: list[str], run_dir: Path, module: str = "engine.cli") -> Detached:
+    """Run `python -m MODULE *cli_args` in the background (with module "", `python *cli_args`:
+    e.g. `-m torch.distributed.run ...`), logging to RUN_DIR/engine.log."""
     log_path = Path(run_dir) / LOG_FILE
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # log lines land as they are printed
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *cli_args],
+            [sys.executable, *(["-m", module] if module else []), *cli_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, env=env,
         )

@@ -62,6 +62,15 @@ class StepMetrics(Event):
     elapsed_s: float = 0.0
     progress: float = 0.0  # 0..1 of the run: steps done, or for a time budget the time used
     run_dir: str = ""  # the run this event belongs to ("" when not a run's)
+    # `loss` is the cross-entropy alone (comparable with val_loss); a mixture-of-experts model
+    # trained with the auxiliary balancing loss reports that loss (already scaled by its
+    # coefficient) here. None when the model has none.
+    aux_loss: float | None = None
+    # Mixture-of-experts loads over the reporting window, per layer: each expert's fraction of
+    # the token-expert assignments, max-violation (max - mean) / mean, experts that got no token.
+    expert_load: list[list[float]] | None = None
+    expert_max_violation: list[float] | None = None
+    expert_dead: list[int] | None = None
 
 
 @dataclass(frozen=True)

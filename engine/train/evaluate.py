@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from engine.data.loader import eval_starts, make_batch
+from engine.train.distributed import Distributed
 
 
 @dataclass(frozen=True)
@@ -28,24 +29,28 @@ def evaluate_model(
     batches: int,
     device: torch.device,
     autocast,
+    place: Distributed = Distributed(),
 ) -> EvalFigures | None:
     """Mean cross-entropy over `batches` x `batch_size` evenly spread windows (the same ones
     every time), in nats; bits per byte divides out the tokenizer so runs with different
-    vocabularies compare. None when the split is too short for any window."""
+    vocabularies compare. None when the split is too short for any window. Under DDP each rank
+    evaluates every world_size-th batch and the sums are reduced: every rank gets the figures."""
     seq_len = min(seq_len, len(val_tokens) - 1)
     if seq_len < 2:
         return None
     starts = eval_starts(len(val_tokens), seq_len, batches * batch_size)
     was_training = model.training
     model.eval()
-    losses = []
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of batch losses, batches)
     try:
-        for chunk in np.array_split(starts, batches):
+        for chunk in np.array_split(starts, batches)[place.rank::place.world_size]:
             inputs, targets = make_batch(val_tokens, chunk, seq_len)
             with autocast():
                 _, _, ce = model(inputs.to(device), targets.to(device))
-            losses.append(float(ce))
+            total[0] += float(ce)
+            total[1] += 1
     finally:
         model.train(was_training)
-    val_loss = float(np.mean(losses))
+    loss_sum, counted = place.sum(total).tolist()
+    val_loss = loss_sum / counted
     return EvalFigures(val_loss, val_loss / math.log(2) / val_bytes_per_token, math.exp(min(val_loss, 50.0)))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.train.distributed import Distributed
 from engine.train.step import StepResult
 
 
@@ -49,12 +50,18 @@ class ReportWindow:
         for name, value in result.extra.items():
             self._extra[name] = self._extra[name] + value if name in self._extra else value.detach().clone()
 
-    def take(self) -> WindowFigures:
-        """The window's figures (one device sync), and start a new window."""
+    def take(self, place: Distributed = Distributed()) -> WindowFigures:
+        """The window's figures (one device sync; under DDP the losses are averaged over ranks
+        and the window is finite only if it was on every rank), and start a new window."""
         steps = max(1, self.steps)
+        grad_norm = self._grad_norm if self._grad_norm is not None else torch.zeros((), device=self.device)
+        # Gradients are all-reduced, so the grad norm is the same on every rank already.
+        local = torch.stack([self._loss, self._ce, self._finite.to(self._loss.dtype), grad_norm.to(self._loss.dtype)])
+        summed = place.sum(local.float()).tolist()
+        ranks = place.world_size
         figures = WindowFigures(
-            steps=self.steps, loss=float(self._loss) / steps, ce_loss=float(self._ce) / steps,
-            grad_norm=float(self._grad_norm) if self._grad_norm is not None else 0.0, finite=bool(self._finite),
+            steps=self.steps, loss=summed[0] / ranks / steps, ce_loss=summed[1] / ranks / steps,
+            grad_norm=summed[3] / ranks, finite=summed[2] == ranks,
             extra={name: (total / steps).tolist() for name, total in self._extra.items()},
         )
         self._reset()

@@ -12,6 +12,8 @@ own (expert loads, later) hands them over through `model.step_figures()`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -43,9 +45,13 @@ class TrainStep:
         grad_clip: float = 0.0,
         micro_batch_size: int | None = None,
         forward: Callable | None = None,
+        no_sync: Callable[[], ContextManager] | None = None,
     ) -> None:
         self.model, self.optimizer, self.compute = model, optimizer, compute
-        self.forward = forward or model  # e.g. the torch.compile'd model
+        self.forward = forward or model  # e.g. the DDP-wrapped or torch.compile'd model
+        # Under DDP: the context in which backward does not all-reduce gradients, so only the
+        # step's last micro-batch pays for the communication.
+        self.no_sync = no_sync
         self.clip = grad_clip if grad_clip > 0 else float("inf")
         self.micro_batch_size = micro_batch_size  # None: the whole step in one micro-batch
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -68,13 +74,16 @@ class TrainStep:
         size = self.micro_batch_size or windows
         loss_sum = torch.zeros((), device=self.compute.device)
         ce_sum = torch.zeros((), device=self.compute.device)
-        for inputs, targets in zip(batch.inputs.split(size), batch.targets.split(size)):
+        micro_batches = list(zip(batch.inputs.split(size), batch.targets.split(size)))
+        for index, (inputs, targets) in enumerate(micro_batches):
             # Each micro-batch's mean loss weighs by its share of the step's windows, so the
             # gradient is the mean over all windows however they are split.
             share = inputs.shape[0] / windows
-            with self.compute.autocast():
-                _, loss, ce = self.forward(inputs, targets)
-            self.scaler.scale(loss * share).backward()
+            last = index == len(micro_batches) - 1
+            with nullcontext() if last or self.no_sync is None else self.no_sync():
+                with self.compute.autocast():
+                    _, loss, ce = self.forward(inputs, targets)
+                self.scaler.scale(loss * share).backward()
             loss_sum += loss.detach() * share
             ce_sum += ce.detach() * share
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones

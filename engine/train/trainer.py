@@ -32,6 +32,7 @@ from engine.device import ComputeSetup, release_cached_memory, setup_compute
 from engine.errors import UserFacingError
 from engine.model.builder import build_model
 from engine.model.estimates import flops_per_token, optimizer_bytes
+from engine.model.moe import expert_load_fields
 from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
 from engine.runs.control_channel import ControlWatcher
 from engine.runs.events import (
@@ -98,7 +99,8 @@ class Trainer:
         self.model_builder = model_builder
         self.budget: BudgetClock | None = None
         self.state = TrainState()
-        self.losses: list[float] = []  # mean loss of each reported window (every step when log_interval=1)
+        # Mean cross-entropy of each reported window (every step when log_interval=1).
+        self.losses: list[float] = []
         self.loader_wait_s = 0.0
         self.train_s = 0.0
 
@@ -298,13 +300,18 @@ class Trainer:
                 f"the loss became {figures.loss} by step {self.state.step}; lower train.learning_rate, "
                 "keep train.grad_clip on, or use bfloat16 instead of float16. The last checkpoint is intact."
             )
-        self.losses.append(figures.loss)
+        self.losses.append(figures.ce_loss)
         seconds = self.clock.lap()
         if self.budget and figures.steps > 1:
             self.budget.record_step(seconds / figures.steps)
         tokens_per_s = figures.steps * self.config.train.tokens_per_step / max(seconds, 1e-9)
-        self._emit_metrics(figures.loss, self.train_step.optimizer.param_groups[0]["lr"], figures.grad_norm,
-                           tokens_per_s, seconds / max(1, figures.steps))
+        # The reported and plotted loss is the cross-entropy, comparable with val_loss; an
+        # auxiliary balancing loss is reported on its own.
+        m = self.config.model
+        aux = figures.loss - figures.ce_loss if m.use_moe and not m.use_lossfreebalance else None
+        self._emit_metrics(figures.ce_loss, self.train_step.optimizer.param_groups[0]["lr"], figures.grad_norm,
+                           tokens_per_s, seconds / max(1, figures.steps),
+                           aux_loss=aux, **expert_load_fields(figures.extra))
 
     def _wait_while_paused(self) -> None:
         self.emit(PauseChanged(paused=True, step=self.state.step))
@@ -360,7 +367,8 @@ class Trainer:
         prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
 
-    def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float) -> None:
+    def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float,
+                      **model_figures: object) -> None:
         vram, vram_reserved, vram_peak = cuda_memory_mb(self.compute.device)
         if self.budget is not None:
             eta_s, progress = self.budget.remaining_s(), self.budget.progress()
@@ -371,7 +379,7 @@ class Trainer:
             tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak_flops,
             ram_mb=process_ram_mb(), vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
             gpu_util=self.gpu.percent(),
-            eta_s=eta_s, elapsed_s=self.state.elapsed_s, progress=progress,
+            eta_s=eta_s, elapsed_s=self.state.elapsed_s, progress=progress, **model_figures,
         ))
 
     def _evaluate(self) -> EvalResult | None:

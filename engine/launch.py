@@ -1,0 +1,100 @@
+"""Start the engine as several processes under torchrun (PyTorch's own launcher).
+
+`lightlm-tui train --nproc N` (or `resume --nproc N`) resolves the config and the run dir once,
+in this process, then runs `python -m torch.distributed.run ... -m engine.cli train --config
+RUN_DIR/config.toml --run-dir RUN_DIR` (or `resume RUN_DIR`); every rank then trains as
+engine/train/distributed.py describes. Several machines: the same command on each with
+`--nnodes`, its own `--node-rank` and node 0's address as `--rdzv-endpoint HOST:PORT`; node 0
+holds rank 0, which writes the run dir.
+
+The launcher runs in its own session, so a Ctrl-C in the terminal reaches only this process,
+which turns it into a `stop` request through the run's control channel: rank 0 reads it and
+every rank stops at the same step, with a checkpoint. A second Ctrl-C ends the launcher.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.runs.control_channel import send_request
+
+# A budget counts from the launcher's start, not each rank's (set for the ranks' processes).
+BUDGET_START_ENV = "LIGHTLM_BUDGET_STARTED_AT"
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes, on how many machines."""
+
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = ""  # HOST[:PORT] of node 0; needed with more than one node
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.nproc < 1 or self.nnodes < 1:
+            found.append("--nproc and --nnodes must be at least 1")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            found.append("with --nnodes > 1, give node 0's address as --rdzv-endpoint HOST:PORT on every node")
+        if not 0 <= self.node_rank < self.nnodes:
+            found.append(f"--node-rank must be between 0 and {self.nnodes - 1}")
+        return found
+
+
+def torchrun_command(launch: Launch, cli_args: list[str]) -> list[str]:
+    """The torchrun command line that runs `engine.cli *cli_args` as every rank of `launch`."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc}"]
+    if launch.nnodes == 1 and not launch.rdzv_endpoint:
+        command.append("--standalone")
+    else:
+        host, _, port = launch.rdzv_endpoint.partition(":")
+        # Static rendezvous: node-rank 0 is where rank 0 (the one that writes the run dir) lives.
+        command += [f"--nnodes={launch.nnodes}", f"--node_rank={launch.node_rank}",
+                    f"--master_addr={host}", f"--master_port={port or DEFAULT_PORT}"]
+    return [*command, "-m", "engine.cli", *cli_args]
+
+
+def run_under_torchrun(launch: Launch, cli_args: list[str], run_dir: Path, budget_started_at: float | None,
+                       say: Callable[[str], None]) -> int:
+    """Run the ranks in the foreground and return torchrun's exit code."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if budget_started_at is not None:
+        env[BUDGET_START_ENV] = repr(budget_started_at)
+    process = subprocess.Popen(torchrun_command(launch, cli_args), env=env, start_new_session=True)
+    interrupts = 0
+
+    def on_interrupt(signum, frame) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and launch.node_rank == 0:
+            send_request(run_dir, "stop")
+            say("stopping every rank after this step and saving a checkpoint (Ctrl-C again to end at once)")
+        else:
+            process.terminate()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:  # pragma: no cover - the handler above takes SIGINT
+                process.terminate()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def budget_start_from_environment() -> float | None:
+    value = os.environ.get(BUDGET_START_ENV)
+    return float(value) if value else None

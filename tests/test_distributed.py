@@ -1,0 +1,171 @@
+"""Training as several processes (DDP under torchrun, gloo on this CPU), through the real CLI."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.config import save_config
+from engine.runs.control_channel import send_request
+from conftest import make_tiny_run_config
+from engine.train.checkpoint import latest_name, load_latest
+
+STEPS = 20
+
+
+def write_config(tiny_run_config, tmp_path, **train) -> Path:
+    path = tmp_path / "config.toml"
+    defaults = dict(max_steps=STEPS, batch_size=4, accumulation_steps=2, eval_interval=10)
+    save_config(tiny_run_config(**{**defaults, **train}), path)
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine.cli", *args]
+
+
+def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in events(run_dir) if e["type"] == "step"}
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / latest_name(run_dir) / "model.safetensors")
+
+
+def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while max(step_losses(run_dir), default=0) < step:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not get going"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def straight_runs(token_cache, tmp_path_factory):
+    """The same 20 steps trained by one process and by two (same global batch)."""
+    root = tmp_path_factory.mktemp("ddp")
+    config = write_config(lambda **train: make_tiny_run_config(token_cache, str(root / "runs"), **train), root)
+    for nproc in (1, 2):
+        result = run("train", "--config", str(config), "--run-dir", str(root / f"p{nproc}"), "--nproc", str(nproc))
+        assert result.returncode == 0, result.stderr[-3000:]
+    return root, config
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(straight_runs):
+    root, _ = straight_runs
+    one, two = step_losses(root / "p1"), step_losses(root / "p2")
+    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+    assert [two[s] for s in sorted(two)] == pytest.approx([one[s] for s in sorted(one)], rel=1e-4)
+    assert one[STEPS] < one[1] - 0.5  # it trained
+    a, b = final_weights(root / "p1"), final_weights(root / "p2")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    started = next(e for e in events(root / "p2") if e["type"] == "run_started")
+    assert started["tokens_per_step"] == 8 * 32  # the global batch, not one rank's
+    # Rank 0 alone wrote the run dir: one RunStarted, one final checkpoint.
+    assert sum(e["type"] == "run_started" for e in events(root / "p2")) == 1
+    evals = [e for e in events(root / "p2") if e["type"] == "eval"]
+    evals_one = [e for e in events(root / "p1") if e["type"] == "eval"]
+    assert [e["val_loss"] for e in evals] == pytest.approx([e["val_loss"] for e in evals_one], rel=1e-4)
+
+
+def test_a_stop_request_stops_every_rank_and_resume_works_at_any_world_size(straight_runs, tmp_path):
+    root, config = straight_runs
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(cli("train", "--config", str(config), "--run-dir", str(stopped), "--nproc", "2",
+                                   "--set", "train.log_interval=1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_step(stopped, 6, process)
+    send_request(stopped, "stop")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output[-3000:]  # every rank ended cleanly: none disagreed or hung
+    finished = next(e for e in events(stopped) if e["type"] == "finished")
+    assert finished["status"] == "stopped" and 6 <= finished["step"] < STEPS
+    assert load_latest(stopped).state.step == finished["step"]
+
+    at_one = tmp_path / "at-one"
+    shutil.copytree(stopped, at_one)
+    for run_dir, nproc in ((stopped, "2"), (at_one, "1")):
+        result = run("resume", str(run_dir), "--nproc", nproc)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert load_latest(run_dir).state.step == STEPS
+    straight = final_weights(root / "p2")
+    same_size, other_size = final_weights(stopped), final_weights(at_one)
+    assert all(torch.equal(straight[k], same_size[k]) for k in straight)  # bit-exact at the same world size
+    assert all(torch.allclose(straight[k], other_size[k], rtol=1e-4, atol=1e-5) for k in straight)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks through /proc")
+def test_a_killed_rank_ends_the_run_quickly_and_resume_continues(tiny_run_config, tmp_path):
+    config = write_config(tiny_run_config, tmp_path, max_steps=100_000, checkpoint_every_steps=3, eval_interval=0)
+    run_dir = tmp_path / "killed"
+    # A mark in the environment finds this run's ranks among the machine's processes.
+    process = subprocess.Popen(cli("train", "--config", str(config), "--run-dir", str(run_dir), "--nproc", "2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "LIGHTLM_TEST_MARK": "pending"})
+    try:
+        wait_for_step(run_dir, 4, process)
+        ranks = {}
+        for entry in Path("/proc").iterdir():  # the two ranks: children of torchrun with our mark
+            if entry.name.isdigit():
+                try:
+                    environ = (entry / "environ").read_bytes()
+                except OSError:
+                    continue
+                if b"LIGHTLM_TEST_MARK=pending" in environ and b"TORCHELASTIC_RUN_ID" in environ:
+                    rank = [v for v in environ.split(b"\0") if v.startswith(b"RANK=")]
+                    if rank:
+                        ranks[int(rank[0][5:])] = int(entry.name)
+        assert sorted(ranks) == [0, 1]
+        killed_at = time.monotonic()
+        os.kill(ranks[1], signal.SIGKILL)
+        output, _ = process.communicate(timeout=120)
+        assert time.monotonic() - killed_at < 90  # not torch's default 30 minutes
+        assert process.returncode != 0
+        assert "rank" in output.lower()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    checkpoint = load_latest(run_dir)  # complete, and `latest` names it
+    assert checkpoint.state.step >= 3
+    text = (run_dir / "config.toml").read_text().replace("max_steps = 100000", f"max_steps = {checkpoint.state.step + 2}")
+    (run_dir / "config.toml").write_text(text)
+    result = run("resume", str(run_dir), "--nproc", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_latest(run_dir).state.step == checkpoint.state.step + 2
+
+
+def test_two_nodes_on_one_machine_train_together(tiny_run_config, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a free port for node 0's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tiny_run_config, tmp_path, max_steps=6, eval_interval=0)
+    nodes = [
+        subprocess.Popen(cli("train", "--config", str(config), "--run-dir", str(tmp_path / f"node{rank}"),
+                             "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank),
+                             "--rdzv-endpoint", f"127.0.0.1:{port}"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    assert load_latest(tmp_path / "node0").state.step == 6  # node 0 holds rank 0, which writes the run
+    assert not (tmp_path / "node1" / "events.jsonl").exists()
