@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ from engine.runs.events import (
     StepMetrics,
     for_run,
 )
+from engine.train import distributed
 from engine.train.budget_clock import BudgetClock
 from engine.train.checkpoint import TrainState, config_hash, load_latest, prune_checkpoints, restore_rng_states, save_checkpoint
 from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
@@ -58,6 +60,17 @@ from engine.train.schedule import lr_at, lr_at_progress
 from engine.train.step import StepResult, TrainStep
 
 __all__ = ["Trainer", "TrainControl", "TrainingError", "total_steps_for"]
+
+PAUSE_POLL_S = 0.1  # how often a paused run looks for resume / stop
+
+
+def float_bits(value: float) -> int:
+    """A float64 as the int64 with the same bits (so it crosses an int broadcast exactly)."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def bits_float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
 class TrainingError(UserFacingError):
@@ -89,8 +102,8 @@ class Trainer:
         """`model_builder` (engine.model.builder.build_model's signature) is the seam a test
         uses to train a model that misbehaves on purpose."""
         self.config, self.run_dir = config, Path(run_dir)
-        # Every event says which run it belongs to, so a screen can ignore other runs'.
-        self.emit = lambda event: emit(for_run(event, str(self.run_dir)))
+        self.place = distributed.from_environment()
+        self._emit_to = emit
         self.control = control or TrainControl()
         self.resume, self.threads = resume, threads
         # With train.time_budget_s: the wall-clock time (time.time()) the budget counts from
@@ -105,6 +118,12 @@ class Trainer:
         self.train_s = 0.0
 
     # ----- setup -------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Pass an event on, stamped with its run (so a screen can ignore other runs'). Under DDP
+        rank 0 speaks for the run; the other ranks pass on only their errors."""
+        if self.place.is_main or isinstance(event, EngineError):
+            self._emit_to(for_run(event, str(self.run_dir)))
+
     def _log(self, text: str, level: str = "info") -> None:
         self.emit(LogLine(level, text))
 
@@ -114,32 +133,55 @@ class Trainer:
             raise TrainingError("the config has problems:\n" + "\n".join(f"  - {p}" for p in problems))
         c, t = self.config, self.config.train
         self.compute: ComputeSetup = setup_compute(t.use_dtype, self.threads)
-        self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads")
+        distributed.start(self.place, self.compute.device)
+        ranks = f", {self.place.world_size} processes (DDP)" if self.place.enabled else ""
+        self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads{ranks}")
+        self._check_split()
         self._prepare_data()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.run_dir / "tokenizer").exists():
-            shutil.copytree(self.store.directory / "tokenizer", self.run_dir / "tokenizer")
-        save_config(c, self.run_dir / "config.toml", header="The full resolved config this run used.")
+        if self.place.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.run_dir / "tokenizer").exists():
+                shutil.copytree(self.store.directory / "tokenizer", self.run_dir / "tokenizer")
+            save_config(c, self.run_dir / "config.toml", header="The full resolved config this run used.")
 
         self.model = self.model_builder(c.model, self.compute.device, seed=t.seed,
                                  gradient_checkpointing=t.gradient_checkpointing)
         self.optimizer = build_optimizer(self.model, c, self.compute.device)
-        self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size)
         self.state = TrainState(config_hash=config_hash(c), extra={"data_order": DATA_ORDER_VERSION})
+        self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size)
         if self.resume:
             self._restore()
+        # Under DDP the step runs the wrapped model (gradients averaged over ranks in backward).
+        forward = distributed.wrap_model(self.model, self.place, self.compute.device)
+        if forward is not self.model:
+            self.train_step.forward, self.train_step.no_sync = forward, forward.no_sync
         if t.use_compile:
-            self.train_step.forward = torch.compile(self.model)
+            self.train_step.forward = torch.compile(forward)
         self.total_steps = total_steps_for(c, self.store.meta.train_tokens)
         self.flops_per_token = flops_per_token(c.model, t.max_seq_len)
         self.peak_flops = matmul_peak_flops(self.compute.device.type, self.compute.autocast_dtype or torch.float32)
         self.gpu = GpuUtilization(self.compute.device)
 
+    def _check_split(self) -> None:
+        t, ranks = self.config.train, self.place.world_size
+        windows = t.batch_size * t.accumulation_steps
+        if windows % ranks:
+            raise TrainingError(
+                f"a step's {windows} windows (train.batch_size x train.accumulation_steps) do not split evenly "
+                f"over {ranks} processes; make batch_size x accumulation_steps a multiple of {ranks}."
+            )
+
     def _prepare_data(self) -> None:
         c = self.config
         started = time.perf_counter()
+        # One process per machine tokenises into the shared cache first; the rest read it.
+        first = self.place.local_rank == 0
+        if not first:
+            self.place.barrier()
         dataset = load_documents(c.data)
         self.store: TokenStore = prepare_token_store(dataset, c.data)
+        if first:
+            self.place.barrier()
         how = "from cache" if self.store.from_cache else f"in {time.perf_counter() - started:.1f} s"
         origin = f" ({corpus_origin()})" if c.data.source in EMBEDDED else ""
         meta = self.store.meta
@@ -187,7 +229,9 @@ class Trainer:
         wall_start = time.perf_counter()
         # Requests from other processes (RUN_DIR/control.jsonl) count from now, set-up included,
         # and so does a time budget unless the caller started its clock earlier.
-        self.inbox = RequestInbox(self.control, ControlWatcher(self.run_dir), self._log)
+        # Rank 0 alone reads requests; its decisions reach the other ranks (see _decide).
+        watcher = ControlWatcher(self.run_dir) if self.place.is_main else None
+        self.inbox = RequestInbox(self.control, watcher, self._log)
         self.budget_started_at = self.budget_started_at or time.time()
         try:
             self._setup()
@@ -205,8 +249,14 @@ class Trainer:
             message = "" if status == "completed" else "stopped on request; resume continues from here"
         except (TrainingError, ValueError, OSError) as exc:
             return self._fail(str(exc), wall_start)
+        except distributed.DIST_ERRORS as exc:
+            return self._fail(distributed.explain(exc, self.place), wall_start)
         except Exception as exc:  # an engine bug: report it, never kill the caller's thread
+            if self.place.enabled and any(word in str(exc).lower() for word in ("gloo", "nccl")):
+                return self._fail(distributed.explain(exc, self.place), wall_start)
             return self._fail(f"{exc.__class__.__name__}: {exc}", wall_start)
+        finally:
+            distributed.finish(self.place)
         finished = RunFinished(status, self.state.step, self.state.val_loss, self.state.val_bpb,
                                time.perf_counter() - wall_start, message)
         self.emit(finished)
@@ -228,26 +278,29 @@ class Trainer:
         self.budget = self._budget_clock() if t.time_budget_s > 0 else None
         loader = BatchLoader(self.store.train, t.batch_size * t.accumulation_steps, t.max_seq_len, t.seed,
                              start_step=self.state.step, device=self.compute.device,
+                             rank=self.place.rank, world_size=self.place.world_size,
                              order_version=self.state.extra["data_order"], micro_batch_size=t.batch_size)
         self.last_checkpoint_at = time.perf_counter()
-        self.previous_epoch, visited = self.state.epoch, None
+        self.previous_epoch, visited, self.paused = self.state.epoch, None, False
         try:
             while True:
-                decision = self._decide(revisit=visited == self.state.step)
+                decision, lr = self._decide(revisit=visited == self.state.step)
                 visited = self.state.step
                 if decision.evaluate:
                     self._timed_evaluate()
                 if decision.save:
                     self._timed_checkpoint(decision.save)
-                if decision.stop:
-                    return "stopped"
-                if decision.finished:
-                    return "completed"
+                if decision.stop or decision.finished:
+                    if self.window.steps:
+                        self._report()  # the last steps' figures
+                    return "stopped" if decision.stop else "completed"
+                self._pause_changed(decision.pause)
                 if decision.pause:
-                    self._wait_while_paused()
+                    with clock.excluded(PAUSE):
+                        time.sleep(PAUSE_POLL_S)
                     continue  # decide again: what was asked while paused counts
                 self.previous_epoch = self.state.epoch
-                result = self.train_step(next(loader), self._learning_rate())
+                result = self.train_step(next(loader), lr)
                 self._advance(result)
         finally:
             self.loader_wait_s = loader.wait_s
@@ -255,7 +308,16 @@ class Trainer:
             loader.close()
 
     # ----- the loop's parts --------------------------------------------------------------
-    def _decide(self, revisit: bool) -> Decision:
+    def _decide(self, revisit: bool) -> tuple[Decision, float]:
+        """This boundary's decision and the next step's learning rate: rank 0's, on every rank
+        (a budget's clock and the requests are rank 0's alone)."""
+        decision, lr = Decision(), 0.0
+        if self.place.is_main:
+            decision, lr = self._decide_here(revisit), self._learning_rate()
+        values = self.place.broadcast_ints([*decision.encode(), float_bits(lr)], self.compute.device)
+        return Decision.decode(values[:-1]), bits_float(values[-1])
+
+    def _decide_here(self, revisit: bool) -> Decision:
         t = self.config.train
         schedule = Schedule(
             total_steps=None if self.budget else self.total_steps, eval_interval=t.eval_interval,
@@ -289,12 +351,11 @@ class Trainer:
             # the loss anyway) keep it current.
             float(result.loss)
             self.budget.record_step(self.clock.since_lap())
-        last = self.budget.out_of_time() if self.budget else self.state.step == self.total_steps
-        if self.state.step % t.log_interval == 0 or last:
+        if self.state.step % t.log_interval == 0:
             self._report()
 
     def _report(self) -> None:
-        figures = self.window.take()
+        figures = self.window.take(self.place)
         if not math.isfinite(figures.loss):
             raise TrainingError(
                 f"the loss became {figures.loss} by step {self.state.step}; lower train.learning_rate, "
@@ -313,14 +374,14 @@ class Trainer:
                            tokens_per_s, seconds / max(1, figures.steps),
                            aux_loss=aux, **expert_load_fields(figures.extra))
 
-    def _wait_while_paused(self) -> None:
-        self.emit(PauseChanged(paused=True, step=self.state.step))
-        self._log("paused")
-        with self.clock.excluded(PAUSE):
-            while self.inbox.still_paused():
-                time.sleep(0.05)
-        self.emit(PauseChanged(paused=False, step=self.state.step))
-        self._log("resumed")
+    def _pause_changed(self, paused: bool) -> None:
+        """Say so when the run pauses or goes on (every rank waits out a pause in the loop,
+        deciding again each PAUSE_POLL_S, so none sits in a collective past its timeout)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        self.emit(PauseChanged(paused=paused, step=self.state.step))
+        self._log("paused" if paused else "resumed")
 
     def _timed_evaluate(self) -> None:
         started = time.perf_counter()
@@ -363,13 +424,17 @@ class Trainer:
             self.state.extra["budget_progress"] = self.budget.progress()
         if self.train_step.scaler.is_enabled():
             self.state.extra["grad_scaler"] = dict(self.train_step.scaler.state_dict())
+        if not self.place.is_main:
+            return  # one copy: rank 0's (every rank holds the same weights and optimizer state)
         path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config)
         prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
 
     def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float,
                       **model_figures: object) -> None:
-        vram, vram_reserved, vram_peak = cuda_memory_mb(self.compute.device)
+        # The largest memory of any rank: the one that would run out first.
+        ram, vram, vram_reserved, vram_peak = self.place.max_floats(
+            [process_ram_mb(), *cuda_memory_mb(self.compute.device)], self.compute.device)
         if self.budget is not None:
             eta_s, progress = self.budget.remaining_s(), self.budget.progress()
         else:
@@ -377,7 +442,7 @@ class Trainer:
         self.emit(StepMetrics(
             step=self.state.step, epoch=self.state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
             tokens_per_s=tokens_per_s, mfu=tokens_per_s * self.flops_per_token / self.peak_flops,
-            ram_mb=process_ram_mb(), vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
+            ram_mb=ram, vram_mb=vram, vram_reserved_mb=vram_reserved, vram_peak_mb=vram_peak,
             gpu_util=self.gpu.percent(),
             eta_s=eta_s, elapsed_s=self.state.elapsed_s, progress=progress, **model_figures,
         ))
@@ -385,7 +450,7 @@ class Trainer:
     def _evaluate(self) -> EvalResult | None:
         t = self.config.train
         figures = evaluate_model(self.model, self.store.val, self.store.meta.val_bytes_per_token, t.max_seq_len,
-                                 t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast)
+                                 t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast, self.place)
         if t.clean_cuda_cache:
             release_cached_memory(self.compute.device)
         if figures is None:
