@@ -98,3 +98,23 @@ def run_under_torchrun(launch: Launch, cli_args: list[str], run_dir: Path, budge
 def budget_start_from_environment() -> float | None:
     value = os.environ.get(BUDGET_START_ENV)
     return float(value) if value else None
+
+
+def start_in_background(config, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Start `config` (or resume `run_dir`) as train.processes ranks under torchrun, detached
+    (RUN_DIR/engine.log), and return its run dir: how the app starts a DDP run, which it then
+    follows and controls through the run dir like any other. Pure Python: no torch here."""
+    from engine.config import save_config
+    from engine.runs.detach import start_detached
+    from engine.runs.run_dir import new_run_dir
+
+    if resume:
+        rank_args = ["resume", str(run_dir)]
+    else:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(config.train.runs_dir, config.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.toml", header="The full resolved config this run used.")
+        rank_args = ["train", "--config", str(run_dir / "config.toml"), "--run-dir", str(run_dir)]
+    command = torchrun_command(Launch(nproc=config.train.processes), rank_args)
+    start_detached(command[1:], Path(run_dir), module="")
+    return Path(run_dir)

@@ -67,8 +67,22 @@ class LightLMApp(App):
         self.push_screen(screen)
         return screen
 
-    def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen:
-        """Start (or resume) training `config` on the engine thread and show its Monitor."""
+    def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen | None:
+        """Start (or resume) training `config` on the engine thread and show its Monitor. With
+        train.processes > 1 the run starts detached under torchrun, and its Monitor follows and
+        controls it through the run dir."""
+        if config.train.processes > 1:
+            from engine.launch import start_in_background
+            from engine.runs.detach import DetachError
+
+            try:
+                run_dir = start_in_background(config, run_dir, resume)
+            except (DetachError, OSError) as exc:
+                self.notify(str(exc), severity="error")
+                return None
+            monitor = MonitorScreen(run_dir)
+            self.push_screen(monitor)
+            return monitor
         monitor = MonitorScreen(bridge=self.bridge, live_run_dir=run_dir)
         self.push_screen(monitor)
         self.bridge.start_run(config, run_dir, resume)

@@ -169,3 +169,19 @@ def test_two_nodes_on_one_machine_train_together(tiny_run_config, tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     assert load_latest(tmp_path / "node0").state.step == 6  # node 0 holds rank 0, which writes the run
     assert not (tmp_path / "node1" / "events.jsonl").exists()
+
+
+async def test_the_app_starts_a_two_process_run_and_its_monitor_follows_it(tiny_run_config):
+    from lightlm_tui.app import make_app
+    from lightlm_tui.screens.monitor import MonitorScreen
+    from tui_helpers import wait_for
+
+    config = tiny_run_config(max_steps=12, eval_interval=6, batch_size=4, accumulation_steps=2, processes=2)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        monitor = app.start_run(config)
+        assert isinstance(monitor, MonitorScreen) and monitor.bridge is None  # followed through its run dir
+        await wait_for(lambda: monitor.view.finished is not None, pilot, timeout=180)
+        assert monitor.view.finished.status == "completed" and monitor.view.finished.step == 12
+        assert "2 processes (DDP)" in "\n".join(monitor.view.log)
+    assert load_latest(monitor.run_dir).state.step == 12

@@ -128,6 +128,10 @@ class TrainConfig:
     )
     use_compile: bool = setting(False, "torch.compile the model (costs start-up time, pays on long runs).")
     gradient_checkpointing: bool = setting(False, "Recompute block activations in backward to save memory.")
+    processes: int = setting(
+        1, "Processes on this machine (DDP under torchrun; one per GPU). Each trains its share of every "
+        "step's windows, so the data and the global batch stay the same.", min=1,
+    )
     log_interval: int = setting(10, "Optimizer steps between metric reports.", min=1)
     eval_interval: int = setting(200, "Optimizer steps between evaluations.", min=1, zero_means="only at the end")
     eval_batches: int = setting(20, "Held-out batches per evaluation.", min=1)

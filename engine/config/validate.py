@@ -113,6 +113,13 @@ def _model_rules(config: RunConfig) -> list[ConfigProblem]:
 
 def _train_rules(config: RunConfig, cuda_available: bool | None) -> list[ConfigProblem]:
     t, found = config.train, []
+    windows = t.batch_size * t.accumulation_steps
+    if t.processes > 1 and windows % t.processes:
+        found.append(ConfigProblem(
+            "train.processes", t.processes,
+            f"a step's {windows} windows (batch_size x accumulation_steps) must split evenly over the "
+            f"processes; use a divisor of {windows} or change accumulation_steps.",
+        ))
     if t.max_seq_len > config.model.context_len:
         found.append(ConfigProblem(
             "train.max_seq_len", t.max_seq_len,

@@ -12,6 +12,7 @@ checkpoint time is the `TrainingClock`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -138,6 +139,9 @@ class Trainer:
         self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads{ranks}")
         self._check_split()
         self._prepare_data()
+        if self.place.enabled:  # the record says how it really ran (a resume may use another count)
+            here = int(os.environ.get("LOCAL_WORLD_SIZE", self.place.world_size))
+            c = self.config = dataclasses.replace(c, train=dataclasses.replace(t, processes=here))
         if self.place.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not (self.run_dir / "tokenizer").exists():
