@@ -3,6 +3,8 @@
 import io
 import json
 
+import pytest
+
 from engine.cli import main
 from engine.config import save_config
 
@@ -24,7 +26,15 @@ def test_train_then_eval_generate_and_resume(tiny_run_config, tmp_path):
 
     code, out, _ = run_cli("eval", str(run_dir), "--json")
     result = json.loads(out)
-    assert code == 0 and result["step"] == 12 and result["val_bpb"] > 0
+    assert code == 0 and result["step"] == 12
+    # The same held-out windows as the run's own final evaluation, on the step-12 weights.
+    from engine.runs.events import EvalResult
+    from engine.runs.run_dir import read_events
+
+    final_eval = [e for e in read_events(run_dir) if isinstance(e, EvalResult)][-1]
+    assert final_eval.step == 12
+    assert result["val_bpb"] == pytest.approx(final_eval.val_bpb, rel=1e-6)
+    assert result["val_loss"] == pytest.approx(final_eval.val_loss, rel=1e-6)
 
     code, out, err = run_cli("generate", str(run_dir), "--prompt", "The ", "--max-new-tokens", "20", "--seed", "1")
     assert code == 0, err

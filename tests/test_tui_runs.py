@@ -1,8 +1,10 @@
 """The Runs screen: lists runs with status and best bpb, opens, resumes and exports them."""
 
+import torch
 from textual.widgets import DataTable
 
-from engine.runs.run_dir import EventLog, list_runs
+from engine.runs.events import EvalResult, RunFinished
+from engine.runs.run_dir import EventLog, list_runs, read_events, summarize_run
 from engine.train.trainer import Trainer, TrainControl
 from lightlm_tui.app import make_app
 from lightlm_tui.screens.monitor import MonitorScreen
@@ -25,7 +27,16 @@ def test_run_summaries_come_from_the_event_log(tiny_run_config, tmp_path):
     make_run(tiny_run_config(max_steps=20, eval_interval=10), tmp_path / "runs" / "done")
     make_run(tiny_run_config(max_steps=200, eval_interval=0), tmp_path / "runs" / "halfway", stop_after=5)
     runs = {r.name: r for r in list_runs(tmp_path / "runs")}
-    assert runs["done"].status == "completed" and runs["done"].step == 20 and runs["done"].best_val_bpb > 0
+    assert runs["done"].status == "completed" and runs["done"].step == 20
+    evals = [e.val_bpb for e in read_events(tmp_path / "runs" / "done") if isinstance(e, EvalResult)]
+    assert len(evals) == 2 and runs["done"].best_val_bpb == min(evals)
+    # The best evaluation, not the last one: a log whose best came mid-run.
+    log = EventLog(tmp_path / "runs" / "overfit")
+    for step, bpb in ((10, 2.0), (20, 1.5), (30, 1.7)):
+        log.write(EvalResult(step, bpb * 0.7, bpb, 2.0))
+    log.write(RunFinished("completed", 30, 1.7 * 0.7, 1.7, 1.0))
+    log.close()
+    assert summarize_run(tmp_path / "runs" / "overfit").best_val_bpb == 1.5
     assert runs["halfway"].status == "stopped" and runs["halfway"].total_steps == 200
 
 
@@ -51,5 +62,20 @@ async def test_runs_screen_lists_opens_and_resumes(tiny_run_config, tmp_path):
         assert monitor.view.finished.status == "completed" and monitor.view.finished.step == 30
         await pilot.press("escape")  # back to Runs
         await pilot.pause()
-        await pilot.press("x")  # export on the engine thread
-        await wait_for(lambda: (runs_dir / "halfway" / "export" / "hf" / "model.safetensors").is_file(), pilot)
+        await pilot.press("x")  # choose the format: Hugging Face is highlighted first
+        await pilot.pause()
+        await pilot.press("enter")  # export on the engine thread
+        exported = runs_dir / "halfway" / "export" / "hf"
+        await wait_for(lambda: (exported / "model.safetensors").is_file(), pilot)
+    # The export holds the resumed run's final (step 30) weights, under Llama's names.
+    from safetensors.torch import load_file
+
+    from engine.generation import load_run
+    from engine.model.hf_compat import from_hf_state_dict
+
+    final = load_run(runs_dir / "halfway")
+    assert final.step == 30
+    weights = from_hf_state_dict(load_file(exported / "model.safetensors"))
+    ours = final.model.state_dict()
+    assert weights.keys() == ours.keys()
+    assert all(torch.equal(weights[name], ours[name]) for name in ours)
