@@ -23,6 +23,7 @@ from engine.runs.events import event_from_dict
 from engine.progress import format_duration
 from engine.runs.run_dir import liveness
 from lightlm_tui.run_view import RunView, decimate
+from lightlm_tui.widgets.expert_load import ExpertLoadPanel
 from lightlm_tui.widgets.loss_plot import LossPlot
 
 REDRAW_HZ = 4
@@ -38,6 +39,7 @@ class MonitorScreen(Screen):
         Binding("e", "eval", "Eval now"),
         Binding("x", "stop", "Stop"),
         Binding("g", "playground", "Generate"),
+        Binding("l", "experts", "Expert load"),
         Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
@@ -50,6 +52,9 @@ class MonitorScreen(Screen):
     MonitorScreen #loss-plot { height: 1fr; min-height: 9; }
     MonitorScreen Sparkline { height: 2; margin-bottom: 0; }
     MonitorScreen #log { height: 4; border-top: solid $primary-darken-2; }
+    MonitorScreen #experts { display: none; }
+    MonitorScreen.show-experts #experts { display: block; }
+    MonitorScreen.show-experts #graphs { display: none; }
     """
 
     def __init__(self, run_dir: Path | None = None, bridge=None, live_run_dir: Path | None = None) -> None:
@@ -77,6 +82,7 @@ class MonitorScreen(Screen):
                 yield Sparkline([], id="speed")
                 yield Label("memory", id="memory-label", classes="graph-label")
                 yield Sparkline([], id="memory")
+            yield ExpertLoadPanel(id="experts")
         yield RichLog(id="log", wrap=True, markup=False)
         yield Footer()
 
@@ -133,6 +139,10 @@ class MonitorScreen(Screen):
         self.query_one("#metrics", Static).update(self._metrics_text())
         columns = max(10, self.query_one("#graphs").size.width - 2)
         self._draw_loss()
+        if self.has_class("show-experts"):
+            m = view.last
+            self.query_one("#experts", ExpertLoadPanel).show(
+                m.expert_load if m else None, m.expert_max_violation if m else None, m.expert_dead if m else None)
         for key, series in (("speed", view.tokens_per_s), ("memory", view.ram_mb)):
             values = decimate(series, columns)
             self.query_one(f"#{key}", Sparkline).data = values
@@ -179,7 +189,7 @@ class MonitorScreen(Screen):
         lines = [
             f"step      {m.step:,} / {view.total_steps:,}",
             f"epoch     {m.epoch:.2f}",
-            f"loss      {m.loss:.4f}",
+            f"loss      {m.loss:.4f}" + (f" + aux {m.aux_loss:.4f}" if m.aux_loss is not None else ""),
             f"lr        {m.lr:.2e}",
             f"grad norm {m.grad_norm:.3f}",
             f"tokens/s  {m.tokens_per_s:,.0f}",
@@ -190,14 +200,18 @@ class MonitorScreen(Screen):
             lines.append(f"VRAM      {m.vram_mb:,.0f} MB (peak {m.vram_peak_mb:,.0f})")
         if m.gpu_util is not None:
             lines.append(f"GPU       {m.gpu_util:.0f} %")
+        if m.expert_max_violation:
+            dead = sum(m.expert_dead or [])
+            lines.append(f"experts   vio {max(m.expert_max_violation):.2f}{f', {dead} dead' if dead else ''} (l)")
         if view.last_eval is not None:
             e = view.last_eval
             lines.append(f"val loss  {e.val_loss:.4f} (step {e.step})")
             lines.append(f"val bpb   {e.val_bpb:.4f}")
         if view.checkpoints:
-            older = len(view.checkpoints) - CHECKPOINTS_SHOWN
+            shown = CHECKPOINTS_SHOWN - (1 if m.expert_max_violation else 0)  # the experts line needs a row
+            older = len(view.checkpoints) - shown
             lines.append(f"checkpoints{f' (+{older} older)' if older > 0 else ''}")
-            lines += [f"  step {c.step:<8,} {c.reason}" for c in view.checkpoints[-CHECKPOINTS_SHOWN:]]
+            lines += [f"  step {c.step:<8,} {c.reason}" for c in view.checkpoints[-shown:]]
         return "\n".join(lines)
 
     # ----- keys ---------------------------------------------------------------------------
@@ -223,6 +237,15 @@ class MonitorScreen(Screen):
 
     def action_eval(self) -> None:
         self._control("eval")
+
+    def action_experts(self) -> None:
+        """Swap the graphs for the expert-load panel and back."""
+        if not self.has_class("show-experts") and (self.view.last is None or not self.view.last.expert_load):
+            self.notify("no expert loads: this run is not a mixture-of-experts run (or has not reported yet)",
+                        severity="warning")
+            return
+        self.toggle_class("show-experts")
+        self.redraw()
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:  # not when the Monitor is the app's first screen
