@@ -29,9 +29,11 @@ from engine.config import (
 )
 from engine.model.estimates import flops_per_token, parameter_count, training_memory
 from engine.errors import UserFacingError
+from engine.gguf_export import GGUF_TYPES
 from engine.runs.events import LogLine
 
 EXIT_BAD_INPUT = 2
+EXPORT_FORMATS = ("hf", "gguf")
 DETACH_HELP = ("run in the background and return at once (output to RUN_DIR/engine.log; "
                "watch with `lightlm-tui monitor RUN_DIR`, control with `lightlm-tui control`)")
 
@@ -91,9 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=0.95, help="1 = off")
     generate.add_argument("--seed", type=int, default=None)
 
-    export = commands.add_parser("export", help="write a Hugging Face folder AutoModelForCausalLM loads")
+    export = commands.add_parser(
+        "export", help="write a Hugging Face folder AutoModelForCausalLM loads, or a GGUF file llama.cpp runs")
     export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("--out", metavar="DIR", help="target folder (default RUN_DIR/export/hf)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="hf",
+                        help="hf: a transformers folder (default); gguf: one file for llama.cpp / Ollama")
+    export.add_argument("--gguf-type", choices=GGUF_TYPES, default="f32",
+                        help="with --format gguf: how the weight matrices are stored (default f32)")
+    export.add_argument("--out", metavar="PATH",
+                        help="target folder for hf (default RUN_DIR/export/hf), file for gguf "
+                             "(default RUN_DIR/export/gguf/RUN-TYPE.gguf)")
     return parser
 
 
@@ -367,10 +376,18 @@ def cmd_generate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    run_dir, target = _existing_run(args.run_dir), Path(args.out) if args.out else None
+    if args.format == "gguf":
+        from engine.gguf_export import export_gguf
+
+        written = export_gguf(run_dir, target, args.gguf_type)
+        out.write(f"exported to {written} ({args.gguf_type}; run with `llama-completion -m {written}` "
+                  "or an Ollama Modelfile `FROM` line)\n")
+        return 0
     from engine.export import export_hf
 
-    target = export_hf(_existing_run(args.run_dir), Path(args.out) if args.out else None)
-    out.write(f"exported to {target} (load with AutoModelForCausalLM.from_pretrained)\n")
+    written = export_hf(run_dir, target)
+    out.write(f"exported to {written} (load with AutoModelForCausalLM.from_pretrained)\n")
     return 0
 
 

@@ -43,7 +43,11 @@ class Generate:
 @dataclass(frozen=True)
 class Export:
     run_dir: Path
-    out_dir: Path | None = None  # None: RUN_DIR/export/hf
+    # The target: a folder for "hf", a file for "gguf"; None: RUN_DIR/export/hf or
+    # RUN_DIR/export/gguf/RUN-TYPE.gguf.
+    out_dir: Path | None = None
+    format: str = "hf"  # "hf" or "gguf"
+    gguf_type: str = "f32"  # with "gguf": f32, f16, bf16 or q8_0
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,15 @@ class EngineRunner:
                                 plan.reasons, plan.warnings))
 
     def _export(self, command: Export) -> None:
-        from engine.export import export_hf
+        if command.format == "gguf":
+            from engine.gguf_export import export_gguf
 
-        target = export_hf(command.run_dir, command.out_dir)
-        self.listener(ExportFinished(str(command.run_dir), str(target), "hf"))
+            target = export_gguf(command.run_dir, command.out_dir, command.gguf_type)
+        else:
+            from engine.export import export_hf
+
+            target = export_hf(command.run_dir, command.out_dir)
+        self.listener(ExportFinished(str(command.run_dir), str(target), command.format))
 
     def _generate(self, command: Generate) -> None:
         from engine.generation import SamplingSettings, generate_text, load_run

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Engine modules the UI imports while it runs: pure Python, no torch at import time.
 TORCH_FREE_ENGINE_PACKAGES = ("engine.config", "engine.runs")
 TORCH_FREE_ENGINE_MODULES = ("engine.budget", "engine.model.estimates", "engine.model.attention_policy",
-                             "engine.runner", "engine.cli", "engine.errors", "engine.paths")
+                             "engine.runner", "engine.cli", "engine.errors", "engine.paths", "engine.gguf_export")
 
 
 def modules_of(package: str) -> list[str]:

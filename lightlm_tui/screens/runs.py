@@ -1,7 +1,8 @@
 """The Runs screen: every run under runs_dir with its status, progress and best val bits/byte.
 
 Enter opens a run in the Monitor (following its events.jsonl), r resumes it from its latest
-checkpoint, x exports it for Hugging Face (on the engine thread), g samples from it.
+checkpoint, x exports it (a Hugging Face folder or a GGUF file, on the engine thread), g samples
+from it.
 """
 
 from __future__ import annotations
@@ -89,12 +90,29 @@ class RunsScreen(Screen):
         self.app.start_run(config, run_dir=run_dir, resume=True)
 
     def action_export(self) -> None:
-        from engine.runner import Export
+        """Ask which format (Hugging Face first, so x then Enter is the HF export), then export
+        on the engine thread; ExportFinished (or an error sentence) comes back as an event."""
+        from engine.gguf_export import GGUF_TYPES, default_gguf_path
+        from lightlm_tui.dialogs.choice import ChoiceDialog
 
         run_dir = self.selected()
-        if run_dir is not None:
-            self.app.bridge.runner.submit(Export(run_dir))
-            self.notify(f"exporting {run_dir.name} to {run_dir / 'export' / 'hf'}...")
+        if run_dir is None:
+            return
+        items = [("hf", "Hugging Face folder (transformers)")]
+        items += [(f"gguf-{t}", f"GGUF file, {t} (llama.cpp, Ollama)") for t in GGUF_TYPES]
+        targets = {"hf": run_dir / "export" / "hf"} | {f"gguf-{t}": default_gguf_path(run_dir, t) for t in GGUF_TYPES}
+        details = {key: f"writes {path}" for key, path in targets.items()}
+
+        def chosen(choice: str | None) -> None:
+            from engine.runner import Export
+
+            if choice is None:
+                return
+            fmt, _, gguf_type = choice.partition("-")
+            self.app.bridge.runner.submit(Export(run_dir, format=fmt, gguf_type=gguf_type or "f32"))
+            self.notify(f"exporting {run_dir.name} to {targets[choice]}...")
+
+        self.app.push_screen(ChoiceDialog(f"Export {run_dir.name} as", items, "hf", details), chosen)
 
     def action_playground(self) -> None:
         run_dir = self.selected()
