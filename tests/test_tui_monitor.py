@@ -36,9 +36,17 @@ async def test_monitor_replays_a_finished_run(tiny_run_config, tmp_path):
         assert "step      30 / 30" in metrics and "val bpb" in metrics
         assert "checkpoints\n  step 30       final" in metrics
         assert len(screen.view.loss) == 30 and screen.view.loss[-1][1] < screen.view.loss[0][1]
-        await pilot.press("x")  # a replayed run cannot be controlled: the app says so, nothing breaks
+        # A replayed run cannot be controlled: after the confirmation the app says so, and no
+        # request reaches the run directory's control channel.
+        from lightlm_tui.dialogs.confirm import ConfirmDialog
+
+        await pilot.press("x")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog), pilot)
         await pilot.press("y")
-        await pilot.pause()
+        await wait_for(lambda: app.screen is screen, pilot)
+        await wait_for(lambda: any("the run is not training" in n.message for n in app._notifications), pilot)
+        assert not (run_dir / "control.jsonl").exists()
+        assert "finished (completed) at step 30" in status_text(app)
 
 
 async def test_live_run_from_the_app_shows_falling_loss_and_finishes(tiny_run_config):
