@@ -27,6 +27,9 @@ from engine.runs.control_channel import send_request
 # A budget counts from the launcher's start, not each rank's (set for the ranks' processes).
 BUDGET_START_ENV = "LIGHTLM_BUDGET_STARTED_AT"
 DEFAULT_PORT = 29500
+# How long node 0 waits for the other machines to join before it gives up with a sentence
+# (torchrun's own default is 10 minutes). LIGHTLM_JOIN_TIMEOUT_S overrides it.
+JOIN_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,19 @@ def torchrun_command(launch: Launch, cli_args: list[str]) -> list[str]:
         host, _, port = launch.rdzv_endpoint.partition(":")
         # Static rendezvous: node-rank 0 is where rank 0 (the one that writes the run dir) lives.
         command += [f"--nnodes={launch.nnodes}", f"--node_rank={launch.node_rank}",
-                    f"--master_addr={host}", f"--master_port={port or DEFAULT_PORT}"]
+                    f"--master_addr={host}", f"--master_port={port or DEFAULT_PORT}",
+                    f"--rdzv_conf=timeout={join_timeout_s()}"]
     return [*command, "-m", "engine.cli", *cli_args]
+
+
+def join_timeout_s() -> int:
+    return int(os.environ.get("LIGHTLM_JOIN_TIMEOUT_S", JOIN_TIMEOUT_S))
 
 
 def run_under_torchrun(launch: Launch, cli_args: list[str], run_dir: Path, budget_started_at: float | None,
                        say: Callable[[str], None]) -> int:
-    """Run the ranks in the foreground and return torchrun's exit code."""
+    """Run the ranks in the foreground and return torchrun's exit code (saying why when the
+    machines never got together)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if budget_started_at is not None:
         env[BUDGET_START_ENV] = repr(budget_started_at)
@@ -86,13 +95,13 @@ def run_under_torchrun(launch: Launch, cli_args: list[str], run_dir: Path, budge
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:  # pragma: no cover - the handler above takes SIGINT
-                process.terminate()
+        code = process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
+    if code != 0 and launch.nnodes > 1 and not (run_dir / "events.jsonl").exists() and launch.node_rank == 0:
+        say(f"the run did not start: not every machine joined at {launch.rdzv_endpoint} within {join_timeout_s()} s "
+            f"(all {launch.nnodes} must run the same command with their own --node-rank); nothing was trained")
+    return code
 
 
 def budget_start_from_environment() -> float | None:

@@ -185,3 +185,18 @@ async def test_the_app_starts_a_two_process_run_and_its_monitor_follows_it(tiny_
         assert monitor.view.finished.status == "completed" and monitor.view.finished.step == 12
         assert "2 processes (DDP)" in "\n".join(monitor.view.log)
     assert load_latest(monitor.run_dir).state.step == 12
+
+
+def test_a_machine_that_never_joins_ends_the_launch_with_a_sentence(tiny_run_config, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tiny_run_config, tmp_path, max_steps=4, eval_interval=0)
+    monkeypatch.setenv("LIGHTLM_JOIN_TIMEOUT_S", "15")
+    started = time.monotonic()
+    result = run("train", "--config", str(config), "--run-dir", str(tmp_path / "alone"), "--nproc", "1",
+                 "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", f"127.0.0.1:{port}", timeout=180)
+    assert result.returncode != 0 and time.monotonic() - started < 120
+    assert "not every machine joined" in result.stdout + result.stderr

@@ -158,16 +158,54 @@ def test_the_step_trains_and_reports_a_finite_result():
     assert all(p.grad is None for p in model.parameters())  # gradients zeroed for the next step
 
 
-def test_the_step_flags_an_injected_inf_and_its_hooks_run_after_the_optimizer():
+def test_the_step_skips_an_update_with_an_injected_inf_and_its_hooks_run_only_after_real_updates():
     model, step = make_step()
     calls = []
     step.after_optimizer_step.append(lambda: calls.append(model.embed_tokens.weight.grad is not None))
     clean = step(windows(4), lr=1e-3)
     with torch.no_grad():
         model.norm.weight[0] = float("inf")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     poisoned = step(windows(4), lr=1e-3)
-    assert bool(clean.finite) and not bool(poisoned.finite)
-    assert calls == [True, True]  # after the optimizer step, before the gradients are zeroed
+    assert bool(clean.finite) and not clean.skipped
+    assert not bool(poisoned.finite) and poisoned.skipped
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())  # nothing applied
+    assert calls == [True]  # after the optimizer step, before the gradients are zeroed; not after a skip
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_windows():
+    from engine.train.faults import FaultPlan
+
+    model, step = make_step(micro_batch_size=8)
+    _, reference = make_step(micro_batch_size=2)
+    step.faults = FaultPlan(oom_at={1: 2})  # at the first step only 2 windows fit
+    result = step(windows(8), lr=3e-3)
+    expected = reference(windows(8), lr=3e-3)
+    assert result.memory_retries == 2 and step.micro_batch_size == 2
+    assert float(result.loss) == pytest.approx(float(expected.loss), rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), reference.model.parameters()))
+
+
+def test_out_of_memory_at_one_window_is_an_error_the_trainer_can_name():
+    from engine.train.faults import FaultPlan
+    from engine.train.step import StepOutOfMemory
+
+    _, step = make_step(micro_batch_size=4)
+    step.faults = FaultPlan(oom_at={1: 0})
+    with pytest.raises(StepOutOfMemory, match="one window per micro-batch"):
+        step(windows(4), lr=1e-3)
+
+
+def test_the_fault_plan_reads_the_environment_form():
+    from engine.train.faults import FaultPlan, is_out_of_memory
+
+    plan = FaultPlan.parse("oom:5:4, nan:7-9")
+    assert plan.oom_at == {5: 4} and plan.nan_steps == {7, 8, 9}
+    with pytest.raises(ValueError, match="use oom:STEP:MAX or nan:FIRST-LAST"):
+        FaultPlan.parse("boom:1")
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
 
 
 def test_the_step_sets_the_learning_rate_it_is_given():

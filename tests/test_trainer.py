@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.train.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
-from engine.runs.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
+from engine.runs.events import CheckpointSaved, EvalResult, RolledBack, RunFinished, RunStarted, StepMetrics, StepSkipped
 from engine.train.schedule import lr_at
 from engine.train.trainer import Trainer, TrainControl
 
@@ -165,11 +165,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_run_config, t
         model.__class__ = GoesNaN  # same parameters, a forward that turns to NaN
         return model
 
-    config = tiny_run_config(max_steps=20, checkpoint_every_steps=5, eval_interval=0)
-    _, finished, _ = train(config, tmp_path / "run", model_builder=build_goes_nan)
+    config = tiny_run_config(max_steps=40, checkpoint_every_steps=5, eval_interval=0, max_bad_steps=3)
+    _, finished, events = train(config, tmp_path / "run", model_builder=build_goes_nan)
+    # Steps 8, 9, 10 are skipped; then back to step 5 at half the rate; 6, 7, 8 fail again: stop.
+    skipped = [e.step for e in events if isinstance(e, StepSkipped)]
+    assert skipped == [8, 9, 10, 6, 7, 8]
+    rolled = [e for e in events if isinstance(e, RolledBack)]
+    assert len(rolled) == 1 and (rolled[0].from_step, rolled[0].to_step, rolled[0].lr_scale) == (10, 5, 0.5)
     assert finished.status == "failed"
-    assert "the loss became nan by step 8" in finished.message and "lower train.learning_rate" in finished.message
-    assert load_latest(tmp_path / "run").state.step == 5
+    assert "3 steps in a row had a non-finite loss or gradients again" in finished.message
+    assert "lower train.learning_rate" in finished.message
+    assert load_latest(tmp_path / "run").state.step == 5  # the last good checkpoint, intact
+    # No skipped step's NaN reached a reported loss.
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, StepMetrics))
 
 
 def test_float16_trains_with_a_grad_scaler_that_resumes(tiny_run_config, tmp_path, monkeypatch):

@@ -128,6 +128,10 @@ class TrainConfig:
     )
     use_compile: bool = setting(False, "torch.compile the model (costs start-up time, pays on long runs).")
     gradient_checkpointing: bool = setting(False, "Recompute block activations in backward to save memory.")
+    max_bad_steps: int = setting(
+        5, "Steps in a row whose loss or gradients are not finite (each is skipped) before the run goes back "
+        "to its last checkpoint with half the learning rate, once; a second time it stops.", min=1,
+    )
     processes: int = setting(
         1, "Processes on this machine (DDP under torchrun; one per GPU). Each trains its share of every "
         "step's windows, so the data and the global batch stay the same.", min=1,

@@ -111,6 +111,40 @@ class PauseChanged(Event):
 
 
 @dataclass(frozen=True)
+class MicroBatchReduced(Event):
+    """Out of memory: the step was run again with a smaller micro-batch (the same windows)."""
+
+    type: ClassVar[str] = "micro_batch_reduced"
+    step: int
+    micro_batch_size: int  # windows per micro-batch from now on
+    times: int  # halvings in this run so far
+    where: str = "step"  # step | eval
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class StepSkipped(Event):
+    """A step's loss or gradients were not finite: its update was not applied."""
+
+    type: ClassVar[str] = "step_skipped"
+    step: int
+    in_a_row: int
+    total: int
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class RolledBack(Event):
+    """Too many bad steps in a row: the run went back to its last checkpoint with a lower rate."""
+
+    type: ClassVar[str] = "rolled_back"
+    from_step: int
+    to_step: int
+    lr_scale: float
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
 class ExportFinished(Event):
     """A run was exported; `path` is what was written."""
 
@@ -162,6 +196,7 @@ class EngineError(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, PauseChanged, ExportFinished,
+                MicroBatchReduced, StepSkipped, RolledBack,
                 GeneratedText, PlanReady, RunFinished, EngineError)
 }
 

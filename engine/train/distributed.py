@@ -79,6 +79,14 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.tolist()
 
+    def all_true(self, flag: torch.Tensor) -> torch.Tensor:
+        """A bool tensor that is True only where it is True on every rank."""
+        if not self.enabled:
+            return flag
+        as_int = flag.to(torch.int32)
+        dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
+        return as_int.bool()
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

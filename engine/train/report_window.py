@@ -18,8 +18,8 @@ from engine.train.step import StepResult
 class WindowFigures:
     """Means over the reported steps."""
 
-    steps: int
-    loss: float
+    steps: int  # steps in the window, skipped ones included
+    loss: float  # over the applied steps (NaN when every step was skipped)
     ce_loss: float
     grad_norm: float  # of the last step
     finite: bool  # every step's loss and gradients were finite
@@ -35,6 +35,7 @@ class ReportWindow:
 
     def _reset(self) -> None:
         self.steps = 0
+        self.applied = 0
         self._loss = torch.zeros((), device=self.device)
         self._ce = torch.zeros((), device=self.device)
         self._finite = torch.ones((), dtype=torch.bool, device=self.device)
@@ -43,6 +44,9 @@ class ReportWindow:
 
     def add(self, result: StepResult) -> None:
         self.steps += 1
+        if result.skipped:
+            return  # its loss is not finite and it changed nothing: it has no place in the means
+        self.applied += 1
         self._loss += result.loss
         self._ce += result.ce_loss
         self._finite &= result.finite
@@ -53,7 +57,7 @@ class ReportWindow:
     def take(self, place: Distributed = Distributed()) -> WindowFigures:
         """The window's figures (one device sync; under DDP the losses are averaged over ranks
         and the window is finite only if it was on every rank), and start a new window."""
-        steps = max(1, self.steps)
+        steps = self.applied or float("nan")
         grad_norm = self._grad_norm if self._grad_norm is not None else torch.zeros((), device=self.device)
         # Gradients are all-reduced, so the grad norm is the same on every rank already.
         local = torch.stack([self._loss, self._ce, self._finite.to(self._loss.dtype), grad_norm.to(self._loss.dtype)])
@@ -62,7 +66,7 @@ class ReportWindow:
         figures = WindowFigures(
             steps=self.steps, loss=summed[0] / ranks / steps, ce_loss=summed[1] / ranks / steps,
             grad_norm=summed[3] / ranks, finite=summed[2] == ranks,
-            extra={name: (total / steps).tolist() for name, total in self._extra.items()},
+            extra={name: (total / max(1, self.applied)).tolist() for name, total in self._extra.items()},
         )
         self._reset()
         return figures

@@ -6,7 +6,16 @@ autocast, with loss scaling in float16), unscales, clips, steps the optimizer, r
 after-step hooks and zeroes the gradients. It returns a `StepResult` whose figures stay on the
 device: reading one makes a GPU wait for the step, so the caller reads them only when it
 reports. The step knows nothing of the model's insides; a model part that has figures of its
-own (expert loads, later) hands them over through `model.step_figures()`.
+own (expert loads) hands them over through `model.step_figures()`.
+
+Two faults are handled here, where they happen:
+- Out of memory in forward or backward: the step frees what it held, halves the micro-batch
+  (the windows are the same, split into more micro-batches: the optimizer sees the same
+  tokens) and runs again, down to one window; past that it raises `StepOutOfMemory`.
+- A non-finite loss, or non-finite gradients without a float16 loss scaler (with one,
+  overflowing gradients are its business: it skips the update and lowers its scale): the
+  optimizer step is skipped and the result says so (`skipped`). Checking costs one read of
+  a flag per step (a device sync on a GPU).
 """
 
 from __future__ import annotations
@@ -16,10 +25,21 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+import gc
+
 import torch
 
 from engine.data.loader import StepBatch
-from engine.device import ComputeSetup
+from engine.device import ComputeSetup, release_cached_memory
+from engine.train.faults import FaultPlan, is_out_of_memory
+
+
+class StepOutOfMemory(RuntimeError):
+    """Even one window per micro-batch does not fit in memory."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"out of memory at step {step} with one window per micro-batch")
+        self.step = step
 
 
 @dataclass
@@ -32,6 +52,8 @@ class StepResult:
     finite: torch.Tensor  # bool: the loss and every gradient were finite
     windows: int
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped: bool = False  # the update was not applied (non-finite loss or gradients)
+    memory_retries: int = 0  # times the micro-batch was halved during this step
 
 
 class TrainStep:
@@ -46,7 +68,11 @@ class TrainStep:
         micro_batch_size: int | None = None,
         forward: Callable | None = None,
         no_sync: Callable[[], ContextManager] | None = None,
+        faults: FaultPlan | None = None,
+        agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """`faults` injects planned faults (tests); `agree` reduces the step's "good" flag over
+        DDP ranks (a minimum), so every rank skips or applies the same steps."""
         self.model, self.optimizer, self.compute = model, optimizer, compute
         self.forward = forward or model  # e.g. the DDP-wrapped or torch.compile'd model
         # Under DDP: the context in which backward does not all-reduce gradients, so only the
@@ -54,6 +80,8 @@ class TrainStep:
         self.no_sync = no_sync
         self.clip = grad_clip if grad_clip > 0 else float("inf")
         self.micro_batch_size = micro_batch_size  # None: the whole step in one micro-batch
+        self.faults = faults or FaultPlan()
+        self.agree = agree
         self.params = [p for p in model.parameters() if p.requires_grad]
         # float16 needs loss scaling so small gradients do not flush to zero; for bf16 / fp32 the
         # scaler is disabled and every call on it passes straight through.
@@ -70,12 +98,45 @@ class TrainStep:
     def __call__(self, batch: StepBatch, lr: float) -> StepResult:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        retries = 0
+        while True:
+            try:
+                loss_sum, ce_sum = self._forward_backward(batch)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                size = self.micro_batch_size or batch.windows
+                self._free_after_out_of_memory()
+                if size <= 1:
+                    raise StepOutOfMemory(batch.step + 1) from None
+                self.micro_batch_size, retries = max(1, size // 2), retries + 1
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
+        good = torch.isfinite(loss_sum) & (torch.isfinite(grad_norm) | self.scaler.is_enabled())
+        if self.agree is not None:
+            good = self.agree(good)
+        applied = bool(good)
+        if applied:
+            self.scaler.step(self.optimizer)  # skips the step if float16 overflowed
+            for hook in self.after_optimizer_step:
+                hook()
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        figures = getattr(self.model, "step_figures", None)
+        return StepResult(loss_sum, ce_sum, grad_norm.detach(), finite, batch.windows,
+                          figures() if figures else {}, skipped=not applied, memory_retries=retries)
+
+    def _forward_backward(self, batch: StepBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate the gradients of every micro-batch; returns the (loss, ce) means."""
         windows = batch.windows
         size = self.micro_batch_size or windows
         loss_sum = torch.zeros((), device=self.compute.device)
         ce_sum = torch.zeros((), device=self.compute.device)
         micro_batches = list(zip(batch.inputs.split(size), batch.targets.split(size)))
         for index, (inputs, targets) in enumerate(micro_batches):
+            self.faults.before_micro_batch(batch.step + 1, size)  # counted as events count: from 1
             # Each micro-batch's mean loss weighs by its share of the step's windows, so the
             # gradient is the mean over all windows however they are split.
             share = inputs.shape[0] / windows
@@ -83,16 +144,15 @@ class TrainStep:
             with nullcontext() if last or self.no_sync is None else self.no_sync():
                 with self.compute.autocast():
                     _, loss, ce = self.forward(inputs, targets)
+                if self.faults.poisons(batch.step + 1):
+                    loss = loss * float("nan")
                 self.scaler.scale(loss * share).backward()
             loss_sum += loss.detach() * share
             ce_sum += ce.detach() * share
-        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        finite = torch.isfinite(loss_sum) & torch.isfinite(grad_norm)
-        self.scaler.step(self.optimizer)  # skips the step if float16 overflowed
-        self.scaler.update()
-        for hook in self.after_optimizer_step:
-            hook()
+        return loss_sum, ce_sum
+
+    def _free_after_out_of_memory(self) -> None:
+        """Drop the failed attempt's gradients and cached blocks before trying smaller."""
         self.optimizer.zero_grad(set_to_none=True)
-        figures = getattr(self.model, "step_figures", None)
-        return StepResult(loss_sum, ce_sum, grad_norm.detach(), finite, windows, figures() if figures else {})
+        gc.collect()
+        release_cached_memory(self.compute.device)

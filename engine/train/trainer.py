@@ -33,7 +33,7 @@ from engine.data.token_store import TokenStore, prepare_token_store
 from engine.device import ComputeSetup, release_cached_memory, setup_compute
 from engine.errors import UserFacingError
 from engine.model.builder import build_model
-from engine.model.estimates import flops_per_token, optimizer_bytes
+from engine.model.estimates import flops_per_token, optimizer_bytes, training_memory
 from engine.model.moe import expert_load_fields
 from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
 from engine.runs.control_channel import ControlWatcher
@@ -43,22 +43,34 @@ from engine.runs.events import (
     EvalResult,
     Event,
     LogLine,
+    MicroBatchReduced,
     PauseChanged,
+    RolledBack,
     RunFinished,
     RunStarted,
     StepMetrics,
+    StepSkipped,
     for_run,
 )
 from engine.train import distributed
 from engine.train.budget_clock import BudgetClock
-from engine.train.checkpoint import TrainState, config_hash, load_latest, prune_checkpoints, restore_rng_states, save_checkpoint
+from engine.train.checkpoint import (
+    TrainState,
+    config_hash,
+    latest_name,
+    load_latest,
+    prune_checkpoints,
+    restore_rng_states,
+    save_checkpoint,
+)
 from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
 from engine.train.decision import Boundary, Decision, RequestInbox, Schedule, TrainControl, decide
 from engine.train.evaluate import evaluate_model
+from engine.train.faults import FaultPlan
 from engine.train.optimizers import build_optimizer
 from engine.train.report_window import ReportWindow
 from engine.train.schedule import lr_at, lr_at_progress
-from engine.train.step import StepResult, TrainStep
+from engine.train.step import StepOutOfMemory, StepResult, TrainStep
 
 __all__ = ["Trainer", "TrainControl", "TrainingError", "total_steps_for"]
 
@@ -76,6 +88,10 @@ def bits_float(bits: int) -> float:
 
 class TrainingError(UserFacingError):
     """Training cannot start or go on; the message says why and what to change."""
+
+
+class RollBack(Exception):
+    """Raised inside the loop: go back to the last checkpoint (see Trainer._bad_step)."""
 
 
 def total_steps_for(config: RunConfig, train_tokens: int) -> int:
@@ -152,9 +168,12 @@ class Trainer:
                                  gradient_checkpointing=t.gradient_checkpointing)
         self.optimizer = build_optimizer(self.model, c, self.compute.device)
         self.state = TrainState(config_hash=config_hash(c), extra={"data_order": DATA_ORDER_VERSION})
-        self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size)
+        self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size,
+                                    faults=FaultPlan.from_environment(), agree=self.place.all_true)
         if self.resume:
             self._restore()
+        # A micro-batch that was halved for memory stays halved (no point hitting the wall again).
+        self.train_step.micro_batch_size = min(t.batch_size, self.state.extra.get("micro_batch_size", t.batch_size))
         # Under DDP the step runs the wrapped model (gradients averaged over ranks in backward).
         forward = distributed.wrap_model(self.model, self.place, self.compute.device)
         if forward is not self.model:
@@ -211,7 +230,7 @@ class Trainer:
             self._log(f"the corpus supported only {tokens} BPE tokens of the {model} asked for; "
                       "the model keeps its size (unused rows stay untrained)", "warning")
 
-    def _restore(self) -> None:
+    def _restore(self, quiet: bool = False) -> None:
         checkpoint = load_latest(self.run_dir, map_location=self.compute.device)
         self.model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
@@ -225,7 +244,8 @@ class Trainer:
         self.state.config_hash = config_hash(self.config)
         # Checkpoints from before the step-keyed data order have no version: they keep their order.
         self.state.extra.setdefault("data_order", 1)
-        self._log(f"resumed from {checkpoint.path.name} at step {self.state.step}")
+        if not quiet:
+            self._log(f"resumed from {checkpoint.path.name} at step {self.state.step}")
 
     # ----- the run -----------------------------------------------------------------------
     def run(self) -> RunFinished:
@@ -251,6 +271,8 @@ class Trainer:
                 self._evaluate()
             self._checkpoint("final" if status == "completed" else "stop")
             message = "" if status == "completed" else "stopped on request; resume continues from here"
+        except StepOutOfMemory:
+            return self._fail(self._out_of_memory_at_one(), wall_start)
         except (TrainingError, ValueError, OSError) as exc:
             return self._fail(str(exc), wall_start)
         except distributed.DIST_ERRORS as exc:
@@ -266,6 +288,21 @@ class Trainer:
         self.emit(finished)
         return finished
 
+    def _out_of_memory_at_one(self) -> str:
+        """Save what the run has (the last complete step) and say what would fit."""
+        saved = "; the last complete step is checkpointed"
+        try:
+            self._checkpoint("out of memory")
+        except Exception:  # a disk as full as the memory: the previous checkpoint stays the latest
+            saved = "; no checkpoint could be written now, the previous one is intact"
+        t = self.config.train
+        one = training_memory(self.config.model, dataclasses.replace(t, batch_size=1),
+                              device_type=self.compute.device.type)
+        return (f"out of memory at step {self.state.step + 1} even with one window per micro-batch{saved}. One window "
+                f"needs about {one.total / 2**20:,.0f} MiB by the estimate (weights {one.weights / 2**20:,.0f}, "
+                f"optimizer {one.optimizer / 2**20:,.0f}, activations {one.activations / 2**20:,.0f}); turn on "
+                f"train.gradient_checkpointing, shorten train.max_seq_len (now {t.max_seq_len}), or use a smaller model.")
+
     def _fail(self, message: str, wall_start: float) -> RunFinished:
         self.emit(EngineError(message, recoverable=False))
         finished = RunFinished("failed", self.state.step, self.state.val_loss, self.state.val_bpb,
@@ -280,12 +317,9 @@ class Trainer:
         self.window = ReportWindow(self.compute.device)
         self.start_step, self.elapsed_before = self.state.step, self.state.elapsed_s
         self.budget = self._budget_clock() if t.time_budget_s > 0 else None
-        loader = BatchLoader(self.store.train, t.batch_size * t.accumulation_steps, t.max_seq_len, t.seed,
-                             start_step=self.state.step, device=self.compute.device,
-                             rank=self.place.rank, world_size=self.place.world_size,
-                             order_version=self.state.extra["data_order"], micro_batch_size=t.batch_size)
+        loader = self._loader()
         self.last_checkpoint_at = time.perf_counter()
-        self.previous_epoch, visited, self.paused = self.state.epoch, None, False
+        self.previous_epoch, visited, self.paused, self.bad_in_a_row = self.state.epoch, None, False, 0
         try:
             while True:
                 decision, lr = self._decide(revisit=visited == self.state.step)
@@ -305,13 +339,24 @@ class Trainer:
                     continue  # decide again: what was asked while paused counts
                 self.previous_epoch = self.state.epoch
                 result = self.train_step(next(loader), lr)
-                self._advance(result)
+                try:
+                    self._advance(result)
+                except RollBack:
+                    loader, visited = self._roll_back(loader), None
         finally:
             self.loader_wait_s = loader.wait_s
             self.train_s = clock.training_s()
             loader.close()
 
     # ----- the loop's parts --------------------------------------------------------------
+    def _loader(self) -> BatchLoader:
+        """This rank's share of each step's windows, from the current step on."""
+        t = self.config.train
+        return BatchLoader(self.store.train, t.batch_size * t.accumulation_steps, t.max_seq_len, t.seed,
+                           start_step=self.state.step, device=self.compute.device,
+                           rank=self.place.rank, world_size=self.place.world_size,
+                           order_version=self.state.extra["data_order"], micro_batch_size=t.batch_size)
+
     def _decide(self, revisit: bool) -> tuple[Decision, float]:
         """This boundary's decision and the next step's learning rate: rank 0's, on every rank
         (a budget's clock and the requests are rank 0's alone)."""
@@ -337,13 +382,16 @@ class Trainer:
 
     def _learning_rate(self) -> float:
         t = self.config.train
+        peak = t.learning_rate * self.state.extra.get("lr_scale", 1.0)  # halved by a roll-back
         if self.budget:
-            return lr_at_progress(self.budget.progress(), t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
-        return lr_at(self.state.step, self.total_steps, t.learning_rate, t.warmup_ratio, t.min_lr_ratio)
+            return lr_at_progress(self.budget.progress(), peak, t.warmup_ratio, t.min_lr_ratio)
+        return lr_at(self.state.step, self.total_steps, peak, t.warmup_ratio, t.min_lr_ratio)
 
     def _advance(self, result: StepResult) -> None:
         """Count the step in the state and the report window; report when due."""
         t = self.config.train
+        if result.memory_retries:
+            self._micro_batch_reduced(result.memory_retries, "step")
         self.state.step += 1
         self.state.tokens_seen += t.tokens_per_step
         self.state.epoch = self.state.tokens_seen / self.store.meta.train_tokens
@@ -357,16 +405,17 @@ class Trainer:
             self.budget.record_step(self.clock.since_lap())
         if self.state.step % t.log_interval == 0:
             self._report()
+        if result.skipped:
+            self._bad_step()
+        else:
+            self.bad_in_a_row = 0
 
     def _report(self) -> None:
         figures = self.window.take(self.place)
-        if not math.isfinite(figures.loss):
-            raise TrainingError(
-                f"the loss became {figures.loss} by step {self.state.step}; lower train.learning_rate, "
-                "keep train.grad_clip on, or use bfloat16 instead of float16. The last checkpoint is intact."
-            )
-        self.losses.append(figures.ce_loss)
         seconds = self.clock.lap()
+        if not math.isfinite(figures.loss):
+            return  # every step of the window was skipped: StepSkipped events said so
+        self.losses.append(figures.ce_loss)
         if self.budget and figures.steps > 1:
             self.budget.record_step(seconds / figures.steps)
         tokens_per_s = figures.steps * self.config.train.tokens_per_step / max(seconds, 1e-9)
@@ -377,6 +426,47 @@ class Trainer:
         self._emit_metrics(figures.ce_loss, self.train_step.optimizer.param_groups[0]["lr"], figures.grad_norm,
                            tokens_per_s, seconds / max(1, figures.steps),
                            aux_loss=aux, **expert_load_fields(figures.extra))
+
+    def _micro_batch_reduced(self, times: int, where: str) -> None:
+        size = self.train_step.micro_batch_size
+        self.state.extra["micro_batch_size"] = size
+        self.state.extra["memory_retries"] = self.state.extra.get("memory_retries", 0) + times
+        self.emit(MicroBatchReduced(self.state.step + 1, size, self.state.extra["memory_retries"], where))
+        self._log(f"out of memory at step {self.state.step + 1}: the micro-batch is now {size} windows "
+                  f"({self.config.train.batch_size * self.config.train.accumulation_steps} per step, as before)", "warning")
+
+    def _bad_step(self) -> None:
+        """A skipped step. Too many in a row: back to the last checkpoint at half the rate, once."""
+        self.bad_in_a_row += 1
+        self.state.extra["skipped_steps"] = self.state.extra.get("skipped_steps", 0) + 1
+        self.emit(StepSkipped(self.state.step, self.bad_in_a_row, self.state.extra["skipped_steps"]))
+        if self.bad_in_a_row < self.config.train.max_bad_steps:
+            return
+        advice = ("lower train.learning_rate, keep train.grad_clip on, or use bfloat16 instead of float16; "
+                  "the last checkpoint is intact")
+        if self.state.extra.get("rolled_back"):
+            raise TrainingError(f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradients again, by "
+                                f"step {self.state.step}, after going back once at half the learning rate; {advice}.")
+        if latest_name(self.run_dir) is None:
+            raise TrainingError(f"the first {self.state.step} steps had a non-finite loss or gradients and there is "
+                                f"no checkpoint to go back to; {advice}.")
+        raise RollBack()
+
+    def _roll_back(self, loader: BatchLoader) -> BatchLoader:
+        """Reload the last checkpoint, halve the learning rate for the rest of the run, and
+        return a loader that starts at the checkpoint's step."""
+        from_step = self.state.step
+        loader.close()
+        self._restore(quiet=True)
+        self.state.extra["rolled_back"] = True
+        self.state.extra["lr_scale"] = self.state.extra.get("lr_scale", 1.0) * 0.5
+        self.bad_in_a_row = 0
+        self.elapsed_before = self.state.elapsed_s - self.clock.training_s()  # elapsed goes on from the checkpoint's
+        self.window = ReportWindow(self.compute.device)
+        self.emit(RolledBack(from_step, self.state.step, self.state.extra["lr_scale"]))
+        self._log(f"{self.config.train.max_bad_steps} bad steps in a row by step {from_step}: went back to step "
+                  f"{self.state.step} with the learning rate x{self.state.extra['lr_scale']:g}", "warning")
+        return self._loader()
 
     def _pause_changed(self, paused: bool) -> None:
         """Say so when the run pauses or goes on (every rank waits out a pause in the loop,

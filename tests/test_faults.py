@@ -1,0 +1,86 @@
+"""Faults a run survives, injected through the LIGHTLM_FAULTS seam (engine/train/faults.py)."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.runs.events import MicroBatchReduced, RunFinished, StepMetrics, StepSkipped
+from engine.train.checkpoint import latest_name, load_latest
+from engine.train.trainer import Trainer
+
+
+def train(config, run_dir, **options):
+    events = []
+    trainer = Trainer(config, run_dir, events.append, threads=1, **options)
+    return trainer, trainer.run(), events
+
+
+def weights(run_dir):
+    return load_file(run_dir / "checkpoints" / latest_name(run_dir) / "model.safetensors")
+
+
+def test_out_of_memory_halves_the_micro_batch_and_trains_the_same_windows(tiny_run_config, tmp_path, monkeypatch):
+    """At step 5 only 4 windows fit: the run goes on with micro-batches of 4 and ends where a
+    run configured as 4 x 2 from the start ends (the windows of every step are the same)."""
+    config = tiny_run_config(max_steps=12, eval_interval=0, batch_size=8, checkpoint_every_steps=0)
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom:5:4")
+    trainer, finished, events = train(config, tmp_path / "oom")
+    assert finished.status == "completed" and finished.step == 12
+    reduced = [e for e in events if isinstance(e, MicroBatchReduced)]
+    assert [(e.step, e.micro_batch_size, e.times) for e in reduced] == [(5, 4, 1)]
+    assert load_latest(tmp_path / "oom").state.extra["micro_batch_size"] == 4  # a resume starts at 4
+    monkeypatch.delenv("LIGHTLM_FAULTS")
+    _, reference, _ = train(tiny_run_config(max_steps=12, eval_interval=0, batch_size=4, accumulation_steps=2),
+                            tmp_path / "four-by-two")
+    a, b = weights(tmp_path / "oom"), weights(tmp_path / "four-by-two")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+
+
+def test_a_resumed_run_keeps_the_micro_batch_that_fitted(tiny_run_config, tmp_path, monkeypatch):
+    config = tiny_run_config(max_steps=6, eval_interval=0, batch_size=8)
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom:2:2")
+    train(config, tmp_path / "run")
+    monkeypatch.delenv("LIGHTLM_FAULTS")
+    resumed = Trainer(tiny_run_config(max_steps=8, eval_interval=0, batch_size=8), tmp_path / "run", resume=True,
+                      threads=1)
+    resumed._setup()
+    assert resumed.train_step.micro_batch_size == 2
+
+
+def test_out_of_memory_at_one_window_stops_with_a_checkpoint_and_what_would_fit(tiny_run_config, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom:4:0")
+    _, finished, _ = train(tiny_run_config(max_steps=10, eval_interval=0), tmp_path / "run")
+    assert finished.status == "failed"
+    assert "out of memory at step 4 even with one window per micro-batch" in finished.message
+    assert "gradient_checkpointing" in finished.message and "max_seq_len" in finished.message
+    assert "MiB by the estimate" in finished.message
+    assert load_latest(tmp_path / "run").state.step == 3  # the last complete step, saved
+
+
+def test_a_few_bad_steps_are_skipped_and_the_run_goes_on(tiny_run_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTLM_FAULTS", "nan:7-8")
+    trainer, finished, events = train(tiny_run_config(max_steps=20, eval_interval=0), tmp_path / "run")
+    assert finished.status == "completed" and finished.step == 20
+    assert [(e.step, e.in_a_row, e.total) for e in events if isinstance(e, StepSkipped)] == [(7, 1, 1), (8, 2, 2)]
+    reported = {e.step for e in events if isinstance(e, StepMetrics)}
+    assert 7 not in reported and 8 not in reported and 9 in reported  # a skipped step has no loss to report
+    assert all(math.isfinite(loss) for loss in trainer.losses)
+    assert load_latest(tmp_path / "run").state.extra["skipped_steps"] == 2
+
+
+def test_bad_steps_before_any_checkpoint_stop_the_run_with_a_sentence(tiny_run_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTLM_FAULTS", "nan:0-100")
+    _, finished, events = train(tiny_run_config(max_steps=20, eval_interval=0, max_bad_steps=2), tmp_path / "run")
+    assert finished.status == "failed"
+    assert "no checkpoint to go back to" in finished.message
+    assert not any(isinstance(e, RunFinished) and e.status == "completed" for e in events)
+
+
+@pytest.mark.parametrize("text", ["oom:x:1", "nan:", "fire:1"])
+def test_a_malformed_fault_plan_is_refused_with_its_form(tiny_run_config, tmp_path, monkeypatch, text):
+    monkeypatch.setenv("LIGHTLM_FAULTS", text)
+    _, finished, _ = train(tiny_run_config(max_steps=2, eval_interval=0), tmp_path / "run")
+    assert finished.status == "failed" and "use oom:STEP:MAX or nan:FIRST-LAST" in finished.message
