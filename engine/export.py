@@ -1,7 +1,9 @@
 """Hugging Face export: a folder `AutoModelForCausalLM.from_pretrained` loads, logits equal to ours.
 
-The folder holds config.json (LlamaConfig), model.safetensors (our weights under Llama's
-names; the output head is tied to the embedding) and the tokenizer. It is written in a
+The folder holds config.json (LlamaConfig; MixtralConfig or Glm4MoeConfig for a
+mixture-of-experts run, see engine/model/hf_compat.py), model.safetensors (our weights under
+the Hugging Face names; the output head is tied to the embedding) and the tokenizer. A run no
+Hugging Face model computes exactly is refused with the reason, never written approximately. It is written in a
 temporary folder and renamed into place, and it never replaces a folder it did not write.
 """
 
@@ -16,7 +18,7 @@ from safetensors.torch import save_file
 
 from engine.errors import UserFacingError
 from engine.generation import load_run
-from engine.model.hf_compat import hf_incompatibilities, llama_config_kwargs, to_hf_state_dict
+from engine.model.hf_compat import hf_architecture, hf_config_kwargs, hf_incompatibilities, to_hf_state_dict
 
 MARKER = "lightlm_export.json"
 
@@ -27,13 +29,13 @@ class ExportError(UserFacingError):
 
 def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: Path | None = None) -> Path:
     """Export the run's latest checkpoint (or `checkpoint`) to `out_dir` (default RUN_DIR/export/hf)."""
-    from transformers import LlamaConfig
+    import transformers
 
     run = load_run(Path(run_dir), checkpoint)
     config = run.model.config
     reasons = hf_incompatibilities(config)
     if reasons:
-        raise ExportError(f"cannot export as a Llama model: {'; '.join(reasons)}")
+        raise ExportError(f"cannot export this run as a Hugging Face model: {'; '.join(reasons)}.")
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "export" / "hf"
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
         raise ExportError(f"{out_dir} exists and holds files this tool did not write; choose an empty or new folder")
@@ -44,10 +46,12 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: Path | Non
     staging.mkdir()
     try:
         eos = run.tokenizer.eos_id
-        hf_config = LlamaConfig(**llama_config_kwargs(config), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-        hf_config.architectures = ["LlamaForCausalLM"]
+        config_class, kwargs = hf_config_kwargs(config)
+        hf_config = getattr(transformers, config_class)(**kwargs, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+        hf_config.architectures = [hf_architecture(config)]
         hf_config.save_pretrained(staging)
-        weights = {k: v.detach().contiguous().cpu() for k, v in to_hf_state_dict(run.model.state_dict()).items()}
+        hf_weights = to_hf_state_dict(run.model.state_dict(), config)
+        weights = {k: v.detach().contiguous().cpu() for k, v in hf_weights.items()}
         save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
         run.tokenizer.save(staging)
         (staging / MARKER).write_text(json.dumps({"run_dir": str(run_dir), "step": run.step}, indent=2))
