@@ -27,7 +27,7 @@ from engine.config import (
     save_config,
     validate,
 )
-from engine.model.estimates import flops_per_token, parameter_count, training_memory
+from engine.model.estimates import active_parameter_count, flops_per_token, parameter_count, training_memory
 from engine.errors import UserFacingError
 from engine.gguf_export import GGUF_TYPES
 from engine.runs.events import LogLine
@@ -146,6 +146,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     summary = {
         "name": config.name,
         "parameters": parameter_count(m),
+        "active_parameters": active_parameter_count(m),  # per token; less than parameters for MoE
         "flops_per_token": flops_per_token(m, t.max_seq_len),
         "tokens_per_step": t.tokens_per_step,
         "memory_bytes": {
@@ -164,7 +165,9 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
             f"{config.name or '(unnamed)'}: {m.num_layers} layers x {m.num_dims} dims, "
             f"{m.num_heads} heads ({m.num_kv_heads} kv), ffn {m.ffn_hidden_dims}, "
             f"vocab {m.vocab_size}, context {m.context_len}\n"
-            f"  parameters        {summary['parameters']:,}\n"
+            f"  parameters        {summary['parameters']:,}"
+            + (f" total, {summary['active_parameters']:,} active per token ({m.moe_active_experts} of "
+               f"{m.moe_num_experts} experts + {m.moe_shared_experts} shared)" if m.use_moe else "") + "\n"
             f"  FLOPs per token   {summary['flops_per_token']:,} (training, seq {t.max_seq_len})\n"
             f"  tokens per step   {t.tokens_per_step:,} ({t.batch_size} x {t.max_seq_len} x "
             f"{t.accumulation_steps} accumulation)\n"

@@ -232,3 +232,29 @@ def test_active_parameters_count_k_of_e_experts():
     dense = build_model(dataclasses.replace(config, use_moe=False), seed=0)
     assert model.num_active_parameters() == dense.num_parameters() + config.num_layers * (
         2 * per_expert + config.num_dims * 8)
+
+
+@pytest.mark.parametrize(("active", "shared"), [(1, 0), (2, 0), (2, 1)])
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_estimates_count_total_and_active_parameters_and_moe_activations(active, shared, bf16):
+    from engine.model.estimates import activation_bytes, active_parameter_count, parameter_count
+    from test_estimates import measured_saved_bytes
+
+    config = ModelConfig(vocab_size=2048, num_dims=128, num_heads=4, num_kv_heads=2, num_layers=2,
+                         ffn_hidden_dims=352, context_len=128, use_moe=True, moe_num_experts=8,
+                         moe_active_experts=active, moe_shared_experts=shared)
+    model = build_model(config, seed=0)
+    assert parameter_count(config) == model.num_parameters()
+    assert active_parameter_count(config) == model.num_active_parameters() < model.num_parameters()
+    measured = measured_saved_bytes(model, batch=4, seq=128, bf16=bf16)
+    assert measured == pytest.approx(activation_bytes(config, 4, 128, low_precision=bf16, checkpointing=False),
+                                     rel=0.10)
+
+
+def test_flops_per_token_follow_the_active_parameters():
+    from engine.model.estimates import flops_per_token
+
+    dense = ModelConfig(ffn_hidden_dims=768)
+    moe = dataclasses.replace(dense, use_moe=True, moe_num_experts=8, moe_active_experts=1)
+    router = 6 * dense.num_layers * dense.num_dims * 8
+    assert flops_per_token(moe, 256) == flops_per_token(dense, 256) + router

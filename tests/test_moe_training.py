@@ -72,3 +72,19 @@ def test_moe_resume_is_bit_identical(tiny_run_config, tmp_path, loss_free):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if loss_free:
         assert "layers.0.mlp.expert_bias" in a and a["layers.0.mlp.expert_bias"].abs().sum() > 0
+
+
+def test_runs_list_shows_total_and_active_parameters(tiny_run_config, tmp_path):
+    from engine.runs.run_dir import EventLog, summarize_run
+    from lightlm_tui.screens.runs import parameters_cell
+
+    config = moe_run(tiny_run_config, loss_free=True, max_steps=2, eval_interval=0)
+    run_dir = tmp_path / "run"
+    log = EventLog(run_dir)
+    trainer = Trainer(config, run_dir, log.write, threads=1)
+    trainer.run()
+    log.close()
+    summary = summarize_run(run_dir)
+    assert summary.params == trainer.model.num_parameters()
+    assert summary.active_params == trainer.model.num_active_parameters() < summary.params
+    assert parameters_cell(summary).endswith(" active)")

@@ -16,24 +16,42 @@ ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
 MUON_STATES = 1  # a momentum buffer, fp32
 
 
-def layer_matmul_params(config: ModelConfig) -> int:
-    """Weights of one block's linear layers."""
+def ffn_experts(config: ModelConfig, active: bool = False) -> int:
+    """SwiGLU blocks of ffn_hidden_dims in one layer's feed-forward: 1 when dense; for a
+    mixture of experts every routed expert (or, `active`, the k a token uses) plus the shared."""
+    if not config.use_moe:
+        return 1
+    routed = config.moe_active_experts if active else config.moe_num_experts
+    return routed + config.moe_shared_experts
+
+
+def layer_matmul_params(config: ModelConfig, active: bool = False) -> int:
+    """Weights of one block's matrices (a MoE router included); `active`: only those one
+    token passes through (k of the E routed experts)."""
     c, f = config.num_dims, config.ffn_hidden_dims
     q_out, kv_out = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    return c * q_out + 2 * c * kv_out + q_out * c + 3 * c * f
+    router = c * config.moe_num_experts if config.use_moe else 0
+    return c * q_out + 2 * c * kv_out + q_out * c + 3 * c * f * ffn_experts(config, active) + router
 
 
-def parameter_count(config: ModelConfig) -> int:
-    """Trainable parameters, with the tied embedding / output head counted once."""
+def parameter_count(config: ModelConfig, active: bool = False) -> int:
+    """Trainable parameters, with the tied embedding / output head counted once. `active`:
+    the parameters one token uses, which is what a MoE's compute per token follows."""
     norms_per_layer = 2 * config.num_dims
-    per_layer = layer_matmul_params(config) + norms_per_layer
+    per_layer = layer_matmul_params(config, active) + norms_per_layer
     return config.vocab_size * config.num_dims + config.num_layers * per_layer + config.num_dims
+
+
+def active_parameter_count(config: ModelConfig) -> int:
+    """Parameters one token passes through (equal to parameter_count for a dense model)."""
+    return parameter_count(config, active=True)
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> int:
     """Training FLOPs (forward + backward) per token, as in the PaLM paper's MFU formula:
-    6 x (matmul weights, the output head included) + 12 x layers x width x seq_len for attention."""
-    matmul = config.num_layers * layer_matmul_params(config) + config.vocab_size * config.num_dims
+    6 x (matmul weights, the output head included) + 12 x layers x width x seq_len for attention.
+    A mixture of experts counts the weights a token uses (k routed experts, the shared, the router)."""
+    matmul = config.num_layers * layer_matmul_params(config, active=True) + config.vocab_size * config.num_dims
     attention = 12 * config.num_layers * config.num_dims * seq_len
     return 6 * matmul + attention
 
@@ -45,9 +63,11 @@ def optimizer_bytes(model: ModelConfig, optimizer: str) -> int:
     params = parameter_count(model)
     if optimizer != "muon":
         return 4 * ADAMW_STATES * params
-    hidden = model.num_layers * layer_matmul_params(model)
+    router = model.num_dims * model.moe_num_experts if model.use_moe else 0  # stays with AdamW
+    hidden = model.num_layers * (layer_matmul_params(model) - router)
     c, f = model.num_dims, model.ffn_hidden_dims
-    largest_kind = model.num_layers * max(c * f, c * model.num_heads * model.head_dim)
+    experts = model.moe_num_experts if model.use_moe else 1  # stacked experts: one matrix per expert
+    largest_kind = model.num_layers * max(experts * c * f, c * model.num_heads * model.head_dim)
     working = largest_kind * (4 + 3 * 2)
     return 4 * (MUON_STATES * hidden + ADAMW_STATES * (params - hidden)) + working
 
@@ -82,17 +102,24 @@ def activation_bytes(
     once per micro-batch. The attention term depends on the path `attention_policy` picks:
     fused kernels keep a log-sum-exp per head, explicit attention its probabilities.
     """
-    c, f, h = config.num_dims, config.ffn_hidden_dims, config.num_heads
+    c, h = config.num_dims, config.num_heads
+    # A token's feed-forward activations are those of the experts it runs through (k routed +
+    # shared) side by side, so they count as one FFN that many times as wide.
+    f = config.ffn_hidden_dims * ffn_experts(config, active=True)
     kv = config.num_kv_heads * config.head_dim
     tokens = batch_size * seq_len
+    # MoE dispatch keeps each token's k gathered copies and gate-weighted outputs, and the fp32
+    # router scores.
+    dispatch = config.moe_active_experts * c * (6 if low_precision else 8) + 8 * config.moe_num_experts \
+        if config.use_moe else 0
     explicit = uses_explicit_attention(device_type, low_precision, seq_len, config.use_flash)
     attention = (2 if low_precision else 4) * h * seq_len if explicit else 4 * h
     if low_precision:
-        full_layer = tokens * (30 * c + 8 * f + 4 * kv + attention) + 2 * layer_matmul_params(config)
+        full_layer = tokens * (30 * c + 8 * f + 4 * kv + attention + dispatch) + 2 * layer_matmul_params(config)
         # Cross-entropy keeps the 2-byte logits (engine.model.cross_entropy), not fp32 log-probs.
         head = tokens * (2 * config.vocab_size + 10 * c) + 2 * config.vocab_size * c
     else:
-        full_layer = tokens * (4 * (8 * c + 4 * f + 2 * kv) + attention)
+        full_layer = tokens * (4 * (8 * c + 4 * f + 2 * kv) + attention + dispatch)
         head = tokens * 4 * (config.vocab_size + 3 * c)
     if checkpointing:
         # Only each block's input survives; one block is recomputed at a time in backward.

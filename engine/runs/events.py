@@ -41,6 +41,7 @@ class RunStarted(Event):
     pid_started: float = 0.0
     host: str = ""
     time_budget_s: float = 0.0  # a budgeted run: total_steps is a prediction, the clock decides
+    active_params: int = 0  # parameters one token uses (less than params for a mixture of experts; 0: unknown)
 
 
 @dataclass(frozen=True)

@@ -83,15 +83,19 @@ class RunSummary:
     total_steps: int
     best_val_bpb: float | None
     last_event_time: float
+    params: int = 0
+    active_params: int = 0  # per token; below params for a mixture of experts
 
 
 def summarize_run(run_dir: Path) -> RunSummary:
     """What a run's events say about it (a missing or empty log reads as unfinished, step 0)."""
     run_dir = Path(run_dir)
     status, step, total, best = "unfinished", 0, 0, None
+    params = active = 0
     for event in read_events(run_dir):
         if event.type == "run_started":
             total, status = event.total_steps, liveness(event.pid, event.pid_started, event.host)
+            params, active = event.params, event.active_params or event.params
         elif event.type == "step":
             step = event.step
         elif event.type == "eval":
@@ -100,7 +104,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
             status, step = event.status, event.step
     log = run_dir / EVENTS_FILE
     return RunSummary(run_dir, run_dir.name, status, step, total, best,
-                      log.stat().st_mtime if log.exists() else 0.0)
+                      log.stat().st_mtime if log.exists() else 0.0, params, active)
 
 
 def liveness(pid: int, pid_started: float, host: str) -> str:

@@ -261,6 +261,7 @@ class Trainer:
             self._setup()
             self.emit(RunStarted(
                 run_dir=str(self.run_dir), params=self.model.num_parameters(), total_steps=self.total_steps,
+                active_params=self.model.num_active_parameters(),
                 tokens_per_step=self.config.train.tokens_per_step, start_step=self.state.step,
                 device=str(self.compute.device), dtype=self.compute.dtype_name, threads=self.compute.threads,
                 pid=os.getpid(), pid_started=psutil.Process().create_time(), host=socket.gethostname(),

@@ -15,7 +15,20 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.config import ConfigError, load_config
-from engine.runs.run_dir import list_runs, summarize_run
+from engine.runs.run_dir import RunSummary, list_runs, summarize_run
+
+
+def _short(count: int) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 1e5 else f"{count / 1e3:.0f}k"
+
+
+def parameters_cell(run: RunSummary) -> str:
+    """Total parameters, and for a mixture of experts the active ones per token: "8.4M (2.1M active)"."""
+    if not run.params:
+        return "-"
+    if run.active_params and run.active_params < run.params:
+        return f"{_short(run.params)} ({_short(run.active_params)} active)"
+    return _short(run.params)
 
 
 class RunsScreen(Screen):
@@ -45,7 +58,7 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         self.title = "LightLM - runs"
         table = self.query_one(DataTable)
-        for label in ("run", "status", "steps", "best val bpb"):
+        for label in ("run", "status", "steps", "parameters", "best val bpb"):
             table.add_column(label, key=label)
         self.action_reload()
         table.focus()
@@ -57,7 +70,8 @@ class RunsScreen(Screen):
         self.paths = {str(r.path): r.path for r in runs}
         for run in runs:
             bpb = f"{run.best_val_bpb:.4f}" if run.best_val_bpb is not None else "-"
-            table.add_row(run.name, run.status, f"{run.step:,} / {run.total_steps:,}", bpb, key=str(run.path))
+            table.add_row(run.name, run.status, f"{run.step:,} / {run.total_steps:,}", parameters_cell(run), bpb,
+                          key=str(run.path))
         count = f"{len(runs)} run(s)" if runs else "no runs yet"
         self.query_one("#where", Static).update(f"{count} in {self.runs_dir.resolve()}")
 
