@@ -247,6 +247,8 @@ def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool
                                  trains_here=trains_here and not getattr(args, "detach", False))
     if args.overrides:
         plan = dataclasses.replace(plan, config=apply_overrides(plan.config, args.overrides))
+    if getattr(args, "name", None):  # train --name: the run is named as asked, not "plan-5m"
+        plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, name=args.name))
     if not quiet:
         out.write("\n".join(summary_lines(plan)) + "\n")
         out.write("".join(f"  - {reason}\n" for reason in plan.reasons))
