@@ -15,10 +15,13 @@ from engine.runs.events import (
     EvalResult,
     Event,
     LogLine,
+    MicroBatchReduced,
     PauseChanged,
+    RolledBack,
     RunFinished,
     RunStarted,
     StepMetrics,
+    StepSkipped,
 )
 
 MAX_POINTS = 20_000
@@ -44,6 +47,10 @@ class RunView:
     checkpoints: list = field(default_factory=list)
     log: deque = field(default_factory=lambda: deque(maxlen=500))
     reports: int = 0  # step events folded in so far (the series are capped; this never is)
+    # Faults the run survived: out-of-memory halvings, skipped (non-finite) steps, a roll-back.
+    micro_batch: MicroBatchReduced | None = None
+    skipped_steps: int = 0
+    rolled_back: RolledBack | None = None
 
     def apply(self, event: Event) -> None:
         """Fold one event into the view. A RunStarted of another run starts the view afresh
@@ -68,6 +75,12 @@ class RunView:
             self.checkpoints.append(event)
         elif isinstance(event, LogLine):
             self.log.append(f"{event.level}: {event.text}" if event.level != "info" else event.text)
+        elif isinstance(event, MicroBatchReduced):
+            self.micro_batch = event
+        elif isinstance(event, StepSkipped):
+            self.skipped_steps = event.total
+        elif isinstance(event, RolledBack):
+            self.rolled_back = event
         elif isinstance(event, PauseChanged):
             self.paused = event.paused
         elif isinstance(event, EngineError):

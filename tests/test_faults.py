@@ -84,3 +84,24 @@ def test_a_malformed_fault_plan_is_refused_with_its_form(tiny_run_config, tmp_pa
     monkeypatch.setenv("LIGHTLM_FAULTS", text)
     _, finished, _ = train(tiny_run_config(max_steps=2, eval_interval=0), tmp_path / "run")
     assert finished.status == "failed" and "use oom:STEP:MAX or nan:FIRST-LAST" in finished.message
+
+
+async def test_the_monitor_shows_what_the_run_survived(tiny_run_config, tmp_path, monkeypatch):
+    from textual.widgets import Static
+
+    from engine.runs.run_dir import EventLog
+    from lightlm_tui.app import make_app
+    from tui_helpers import wait_for
+
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom:3:2,nan:5-5")
+    run_dir = tmp_path / "run"
+    log = EventLog(run_dir)
+    Trainer(tiny_run_config(max_steps=8, eval_interval=0), run_dir, log.write, threads=1).run()
+    log.close()
+    app = make_app(monitor_dir=run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: app.screen.view.finished is not None, pilot)
+        await pilot.pause(0.3)
+        metrics = str(app.screen.query_one("#metrics", Static).render())
+        assert "micro-batch 2 (OOM x1)" in metrics
+        assert "skipped   1 non-finite step" in metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 
 from engine.data.loader import eval_starts, make_batch
+from engine.device import release_cached_memory
+from engine.train.faults import is_out_of_memory
 from engine.train.distributed import Distributed
 
 
@@ -17,6 +20,7 @@ class EvalFigures:
     val_loss: float
     val_bpb: float
     perplexity: float
+    micro_batch_size: int = 0  # windows per forward pass it ended with (halved on out of memory)
 
 
 @torch.no_grad()
@@ -30,27 +34,43 @@ def evaluate_model(
     device: torch.device,
     autocast,
     place: Distributed = Distributed(),
+    micro_batch_size: int | None = None,
 ) -> EvalFigures | None:
     """Mean cross-entropy over `batches` x `batch_size` evenly spread windows (the same ones
     every time), in nats; bits per byte divides out the tokenizer so runs with different
     vocabularies compare. None when the split is too short for any window. Under DDP each rank
-    evaluates every world_size-th batch and the sums are reduced: every rank gets the figures."""
+    evaluates every world_size-th batch and the sums are reduced: every rank gets the figures.
+    Each batch runs in passes of at most `micro_batch_size` windows, halved (down to one) when
+    memory runs out; the mean is over windows, so how they are split changes nothing."""
     seq_len = min(seq_len, len(val_tokens) - 1)
     if seq_len < 2:
         return None
     starts = eval_starts(len(val_tokens), seq_len, batches * batch_size)
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of batch losses, batches)
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of window losses, windows)
+    size = micro_batch_size or batch_size
     try:
         for chunk in np.array_split(starts, batches)[place.rank::place.world_size]:
-            inputs, targets = make_batch(val_tokens, chunk, seq_len)
-            with autocast():
-                _, _, ce = model(inputs.to(device), targets.to(device))
-            total[0] += float(ce)
-            total[1] += 1
+            done = 0
+            while done < len(chunk):
+                part = chunk[done:done + size]
+                try:
+                    inputs, targets = make_batch(val_tokens, part, seq_len)
+                    with autocast():
+                        _, _, ce = model(inputs.to(device), targets.to(device))
+                except Exception as exc:
+                    if not is_out_of_memory(exc) or size == 1:
+                        raise
+                    gc.collect()
+                    release_cached_memory(device)
+                    size //= 2
+                    continue
+                total[0] += float(ce) * len(part)
+                total[1] += len(part)
+                done += len(part)
     finally:
         model.train(was_training)
     loss_sum, counted = place.sum(total).tolist()
     val_loss = loss_sum / counted
-    return EvalFigures(val_loss, val_loss / math.log(2) / val_bytes_per_token, math.exp(min(val_loss, 50.0)))
+    return EvalFigures(val_loss, val_loss / math.log(2) / val_bytes_per_token, math.exp(min(val_loss, 50.0)), size)

@@ -544,8 +544,15 @@ class Trainer:
 
     def _evaluate(self) -> EvalResult | None:
         t = self.config.train
+        micro = self.state.extra.get("eval_micro_batch_size") or self.train_step.micro_batch_size
         figures = evaluate_model(self.model, self.store.val, self.store.meta.val_bytes_per_token, t.max_seq_len,
-                                 t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast, self.place)
+                                 t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast, self.place,
+                                 micro_batch_size=micro)
+        if figures is not None and figures.micro_batch_size < (micro or t.batch_size):
+            self.state.extra["eval_micro_batch_size"] = figures.micro_batch_size
+            self.state.extra["memory_retries"] = self.state.extra.get("memory_retries", 0) + 1
+            self.emit(MicroBatchReduced(self.state.step, figures.micro_batch_size,
+                                        self.state.extra["memory_retries"], "eval"))
         if t.clean_cuda_cache:
             release_cached_memory(self.compute.device)
         if figures is None:

@@ -207,6 +207,13 @@ class MonitorScreen(Screen):
             e = view.last_eval
             lines.append(f"val loss  {e.val_loss:.4f} (step {e.step})")
             lines.append(f"val bpb   {e.val_bpb:.4f}")
+        if view.micro_batch is not None:
+            lines.append(f"micro-batch {view.micro_batch.micro_batch_size} (OOM x{view.micro_batch.times})")
+        if view.skipped_steps:
+            lines.append(f"skipped   {view.skipped_steps} non-finite step{'s' if view.skipped_steps > 1 else ''}")
+        if view.rolled_back is not None:
+            r = view.rolled_back
+            lines.append(f"rolled back {r.from_step}->{r.to_step}, lr x{r.lr_scale:g}")
         if view.checkpoints:
             shown = CHECKPOINTS_SHOWN - (1 if m.expert_max_violation else 0)  # the experts line needs a row
             older = len(view.checkpoints) - shown
