@@ -101,3 +101,18 @@ def test_cells_are_shaded_by_load_against_the_ideal():
     text = render_expert_load([[0.25] * 4, [1.0, 0.0, 0.0, 0.0]], [0.0, 3.0], [0, 3], width=40).plain
     assert "L0 ▓▓▓▓▓▓▓▓▓▓▓▓  vio 0.00" in text
     assert "L1 ███·········  vio 3.00  dead 3" in text
+
+
+def test_config_side_panel_shows_total_and_active_parameters():
+    import dataclasses
+
+    from engine.config import RunConfig
+    from engine.model.estimates import active_parameter_count, parameter_count
+    from lightlm_tui.screens.config import ConfigScreen
+
+    config = RunConfig()
+    moe = dataclasses.replace(config, model=dataclasses.replace(config.model, use_moe=True, moe_num_experts=8,
+                                                                moe_active_experts=2))
+    text = ConfigScreen(moe).side_text()
+    assert f"  {parameter_count(moe.model):,}\n  {active_parameter_count(moe.model):,} active" in text
+    assert "active" not in ConfigScreen(config).side_text()

@@ -32,7 +32,7 @@ from engine.config import (
     validate,
 )
 from engine.config.schema import SECTIONS, describe_setting, section_fields
-from engine.model.estimates import flops_per_token, parameter_count, training_memory
+from engine.model.estimates import active_parameter_count, flops_per_token, parameter_count, training_memory
 
 
 def _display(value: object) -> str:
@@ -129,6 +129,7 @@ class ConfigScreen(Screen):
         return "\n".join([
             "parameters",
             f"  {parameter_count(m):,}",
+            *([f"  {active_parameter_count(m):,} active"] if m.use_moe else []),
             "FLOPs per token",
             f"  {flops_per_token(m, t.max_seq_len):,}",
             "tokens per step",
