@@ -262,3 +262,41 @@ async def test_runs_screen_exports_gguf(trained_run):
         target = trained_run / "export" / "gguf" / "gguf-f32.gguf"
         await wait_for(lambda: target.is_file(), pilot)
     assert gguf.GGUFReader(target).fields["general.file_type"].contents() == 0
+
+
+def tokenizer_with(pre_tokenizer=None, normalizer=None):
+    """Our trained-BPE kind of tokenizer with another pre-tokenizer or normalizer (what a hub
+    tokenizer loaded by AutoTokenizer may have)."""
+    from engine.data.tokenizer import _wrap, train_bpe
+
+    backend = train_bpe(["def f(x):\n    return x + 1\n"] * 20, 300)
+    if pre_tokenizer is not None:
+        backend.pre_tokenizer = pre_tokenizer
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    return _wrap(backend, "some/hub-tokenizer")
+
+
+def test_tokenizers_llama_cpp_would_split_differently_are_refused_by_name():
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    from engine.gguf_export import ExportError, gguf_vocab
+
+    plain = tokenizer_with()
+    vocab = gguf_vocab(plain, len(plain.hf) + 2)  # ids past the tokenizer become unused placeholders
+    assert vocab.tokens[-1] == f"[PAD{len(plain.hf) + 1}]" and vocab.token_types[-1] == gguf.TokenType.UNUSED
+    assert vocab.token_types[plain.eos_id] == gguf.TokenType.CONTROL and vocab.merges[0].count(" ") == 1
+
+    cases = [
+        (tokenizer_with(pre_tokenizers.Whitespace()), "uses pre-tokenizer Whitespace"),
+        (tokenizer_with(pre_tokenizers.Sequence([  # Llama 3's shape: its own split, then bytes
+            pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])),
+         "uses pre-tokenizer Sequence(Split, ByteLevel)"),
+        (tokenizer_with(pre_tokenizers.ByteLevel(add_prefix_space=True)), "uses pre-tokenizer ByteLevel"),
+        (tokenizer_with(normalizer=normalizers.NFKC()), "has a NFKC normalizer"),
+    ]
+    for tokenizer, sentence in cases:
+        with pytest.raises(ExportError, match=sentence.replace("(", r"\(").replace(")", r"\)")) as caught:
+            gguf_vocab(tokenizer, len(tokenizer.hf), "some/hub-tokenizer")
+        assert "'some/hub-tokenizer'" in str(caught.value)
