@@ -18,12 +18,12 @@ def token_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("token-cache"))
 
 
-def make_tiny_run_config(token_cache: str, runs_dir: str, **train_overrides) -> RunConfig:
+def make_tiny_run_config(token_cache: str, default_runs_dir: str, **train_overrides) -> RunConfig:
     """A model and run small enough to train for real in a couple of seconds (fp32: exact)."""
     train = dict(
         max_steps=30, max_seq_len=32, batch_size=4, learning_rate=3e-3, use_dtype="float32",
         log_interval=1, eval_interval=10, eval_batches=2, checkpoint_every_steps=0,
-        checkpoint_every_minutes=0.0, use_epoch_checkpoints=False, runs_dir=runs_dir, seed=7,
+        checkpoint_every_minutes=0.0, use_epoch_checkpoints=False, runs_dir=default_runs_dir, seed=7,
     )
     train.update(train_overrides)
     return RunConfig(
