@@ -38,9 +38,10 @@ EXPORTED_BY_KEY = "lightlm.exported_by"
 EXPORTED_BY = "lightlm-tui"
 
 
-BYTES_REFUSAL = ("the tokenizer has no BPE merges (the bytes tokenizer), and llama.cpp's byte-level "
-                 "tokenizer needs a merges list, which a GGUF file cannot hold empty; train with "
-                 "data.tokenizer = \"bpe\" to export to GGUF")
+# llama.cpp refuses a `gpt2` vocabulary without a merges list, and the gguf package's writer
+# cannot store an empty one.
+BYTES_REFUSAL = ("the bytes tokenizer has no BPE merges, and llama.cpp's byte-level tokenizer needs "
+                 "a merges list; train with data.tokenizer = \"bpe\" to export to GGUF")
 
 
 class ExportError(UserFacingError):
@@ -112,8 +113,10 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int, name: str = "") -> GGU
     gpt2_split = (pre is not None and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
                   and not pre.get("add_prefix_space", False))
     if not gpt2_split:
-        raise ExportError(f"tokenizer {name!r} uses pre-tokenizer {_describe(pre)}, not GPT-2's byte-level split "
-                          "(the only one GGUF export maps to llama.cpp so far)")
+        flags = " with add_prefix_space" if pre and pre.get("add_prefix_space") else ""
+        flags += " without its regex" if pre and pre.get("use_regex") is False else ""
+        raise ExportError(f"tokenizer {name!r} uses pre-tokenizer {_describe(pre)}{flags}, not GPT-2's byte-level "
+                          "split (the only one GGUF export maps to llama.cpp so far)")
     if model.get("byte_fallback") or model.get("ignore_merges"):
         raise ExportError(f"tokenizer {name!r} sets byte_fallback or ignore_merges, which llama.cpp's gpt2 "
                           "tokenizer does not do")

@@ -293,7 +293,7 @@ def test_tokenizers_llama_cpp_would_split_differently_are_refused_by_name():
             pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])),
          "uses pre-tokenizer Sequence(Split, ByteLevel)"),
-        (tokenizer_with(pre_tokenizers.ByteLevel(add_prefix_space=True)), "uses pre-tokenizer ByteLevel"),
+        (tokenizer_with(pre_tokenizers.ByteLevel(add_prefix_space=True)), "uses pre-tokenizer ByteLevel with add_prefix_space"),
         (tokenizer_with(normalizer=normalizers.NFKC()), "has a NFKC normalizer"),
     ]
     for tokenizer, sentence in cases:
