@@ -71,12 +71,40 @@ def test_muon_takes_hidden_matrices_and_adamw_the_embedding_and_norms():
             assert 0.1 * 1e-2 < rms < 0.3 * 1e-2, name
 
 
-def test_muon_needs_less_optimizer_memory_than_adamw():
-    model = ModelConfig(vocab_size=4096, num_dims=128, num_heads=2, num_kv_heads=1, num_layers=6,
-                        ffn_hidden_dims=352, context_len=256)
-    adamw, muon = optimizer_bytes(model, "adamw"), optimizer_bytes(model, "muon")
-    assert adamw == 8 * parameter_count(model)
-    assert 4 * parameter_count(model) < muon < adamw
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors an optimizer keeps between steps (its per-parameter state)."""
+    return sum(v.numel() * v.element_size() for state in optimizer.state.values()
+               for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_optimizer_bytes_is_what_the_real_optimizer_keeps(optimizer):
+    """The estimate against the state a real optimizer holds after a step of the laptop shape:
+    AdamW's two moments per parameter; Muon's one momentum per hidden matrix and AdamW's two for
+    the rest, plus its working stack while stepping (the estimate's `working` term, not kept)."""
+    from engine.model.estimates import layer_matmul_params
+
+    model_config = ModelConfig(vocab_size=4096, num_dims=128, num_heads=2, num_kv_heads=1, num_layers=6,
+                               ffn_hidden_dims=352, context_len=256)
+    torch.manual_seed(0)
+    model = Transformer(model_config)
+    config = RunConfig(model=model_config, train=TrainConfig(optimizer=optimizer))
+    real = build_optimizer(model, config, torch.device("cpu"))
+    window = torch.randint(0, 4096, (2, 33))
+    model(window[:, :-1], window[:, 1:])[1].backward()
+    real.step()
+    kept = state_bytes(real)
+    estimate = optimizer_bytes(model_config, optimizer)
+    params = parameter_count(model_config)
+    assert params == sum(p.numel() for p in model.parameters())
+    if optimizer == "adamw":
+        assert kept == estimate == 8 * params
+    else:
+        c, f = model_config.num_dims, model_config.ffn_hidden_dims
+        working = model_config.num_layers * max(c * f, c * model_config.num_heads * model_config.head_dim) * (4 + 3 * 2)
+        hidden = model_config.num_layers * layer_matmul_params(model_config)
+        assert kept == 4 * hidden + 8 * (params - hidden) == estimate - working
+        assert 4 * params < kept < optimizer_bytes(model_config, "adamw")
 
 
 def test_muon_is_a_choice_the_validator_knows(tiny_run_config):
