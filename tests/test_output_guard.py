@@ -61,3 +61,48 @@ def test_nothing_changes_without_a_terminal(tmp_path, capfd):
     with stray_output_to(tmp_path / "log") as log:
         os.write(2, b"visible\n")
     assert log is None and "visible" in capfd.readouterr().err
+
+
+APP_SIZE_CHILD = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from textual.app import App
+    import lightlm_tui.app as app_module
+
+    class SizeProbe(App):
+        def on_mount(self):
+            self.set_timer(0.2, self.record)
+
+        def record(self):
+            Path(sys.argv[1]).write_text(f"{self.size.width}x{self.size.height}")
+            self.exit()
+
+    app_module.make_app = lambda monitor_dir=None: SizeProbe()
+    sys.exit(app_module.run_app())
+""")
+
+
+def test_the_app_follows_the_terminal_not_stale_columns_and_lines(tmp_path):
+    """A resized SSH session leaves COLUMNS/LINES behind; run_app drops them, so the app takes
+    the terminal's real size (120 x 40 here), not the stale 50 x 10."""
+    import select
+    import time
+
+    size_file = tmp_path / "size"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # rows, columns
+    env = {**os.environ, "COLUMNS": "50", "LINES": "10", "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "TERM": "xterm-256color"}
+    child = subprocess.Popen([sys.executable, "-c", APP_SIZE_CHILD, str(size_file)], stdin=slave, stdout=slave,
+                             stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    deadline = time.monotonic() + 60
+    while child.poll() is None and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                os.read(master, 65536)  # keep the terminal drained so the app never blocks on it
+            except OSError:  # the child closed the pty
+                break
+    os.close(master)
+    assert child.wait(30) == 0
+    assert size_file.read_text() == "120x40"
