@@ -77,6 +77,33 @@ def test_grouped_matmul_path_equals_the_loop():
                                rtol=2e-2, atol=2e-2)
 
 
+def test_grouped_path_under_autocast_trains_like_the_loop(monkeypatch):
+    # The whole layer, forward and backward, with the grouped path forced on under bf16 autocast
+    # (as a CUDA run takes it) against the loop path.
+    import engine.model.moe as moe_module
+
+    torch.manual_seed(0)
+    model = build_model(moe_config(num_dims=32, ffn_hidden_dims=48), seed=0)
+    inputs = torch.randint(0, 64, (2, 16))
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(inputs, inputs)[1]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    looped = loss_and_grads()
+    taken = []
+    monkeypatch.setattr(moe_module, "use_grouped_mm",
+                        lambda x, dtype, shape: taken.append(dtype) or dtype == torch.bfloat16)
+    grouped = loss_and_grads()
+    assert taken and all(dtype == torch.bfloat16 for dtype in taken)
+    torch.testing.assert_close(grouped[0], looped[0], rtol=1e-2, atol=1e-2)
+    for a, b in zip(grouped[1], looped[1]):
+        torch.testing.assert_close(a, b, rtol=0.1, atol=2e-3)
+
+
 def test_one_expert_top1_without_shared_equals_the_dense_ffn():
     torch.manual_seed(0)
     config = moe_config(moe_num_experts=1, moe_active_experts=1)
@@ -258,3 +285,14 @@ def test_flops_per_token_follow_the_active_parameters():
     moe = dataclasses.replace(dense, use_moe=True, moe_num_experts=8, moe_active_experts=1)
     router = 6 * dense.num_layers * dense.num_dims * 8
     assert flops_per_token(moe, 256) == flops_per_token(dense, 256) + router
+
+
+def test_moe_preset_is_valid_and_as_active_as_laptop():
+    from engine.config import load_preset, validate
+    from engine.model.estimates import active_parameter_count, parameter_count
+
+    moe, laptop = load_preset("moe"), load_preset("laptop")
+    assert validate(moe, cuda_available=False) == []
+    assert moe.model.use_moe and moe.model.moe_active_experts >= 2  # k = 1 would leave the router no LM signal
+    assert active_parameter_count(moe.model) == pytest.approx(parameter_count(laptop.model), rel=0.01)
+    assert parameter_count(moe.model) > 1.4 * active_parameter_count(moe.model)

@@ -59,8 +59,12 @@ class GroupedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """x (M, C) sorted by expert, `counts` (E,) tokens per expert -> (M, C)."""
-        if use_grouped_mm(x, self.down_proj.shape):
-            return self._grouped(x, counts)
+        # Under autocast the gathered tokens are still float32 (the norm's output); the grouped
+        # kernel takes the autocast dtype directly.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
+        if use_grouped_mm(x, dtype, self.down_proj.shape):
+            return self._grouped(x.to(dtype), counts)
         return self._looped(x, counts)
 
     def _looped(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -84,13 +88,13 @@ class GroupedExperts(nn.Module):
         return mm(h, self.down_proj)
 
 
-def use_grouped_mm(x: torch.Tensor, expert_shape: torch.Size) -> bool:
+def use_grouped_mm(x: torch.Tensor, dtype: torch.dtype, expert_shape: torch.Size) -> bool:
     """Grouped matmul where it exists and is fast: CUDA, bf16, compute capability 9.0 or later
     (its kernels' floor), and widths whose rows are 16-byte aligned (multiples of 8 in bf16),
     which the kernel requires. Elsewhere (the CPU included) the loop over experts runs."""
     _, c, f = expert_shape
     return (
-        x.is_cuda and x.dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
+        x.is_cuda and dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
         and c % 8 == 0 and f % 8 == 0 and torch.cuda.get_device_capability(x.device) >= (9, 0)
     )
 
