@@ -133,11 +133,43 @@ def test_a_real_calibration_measures_speed_and_memory(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     measured = calibrate(threads=1, max_seconds=2.0, widths=(64,), use_cache=False)
-    assert measured.widths == (64,) and measured.flops_per_s[0] > 1e8
-    assert 0.2 < measured.memory_factor < 10
+    assert measured.widths == (64,)
+    # Achieved training FLOP/s cannot pass this machine's matmul peak in the same precision
+    # (the margin covers the peak being measured in a noisier moment), and a 64-wide model
+    # reaches a few % of it at least (~20 % on the 2-core machine).
+    import torch
+
+    from engine.perf import matmul_peak_flops
+
+    peak = matmul_peak_flops("cpu", getattr(torch, measured.dtype), budget_s=0.2)
+    assert 0.01 * peak < measured.flops_per_s[0] < 1.5 * peak, (measured.flops_per_s, peak)
+    # Training memory, measured as RSS growth, is of the order of the estimate (2.9 for this
+    # first, small model of a fresh process, where one-time allocations weigh most; 1.1 at 128).
+    assert 0.5 < measured.memory_factor < 4
     again = calibrate(threads=1, max_seconds=2.0)  # measures and caches the full set
     cached = calibrate(threads=1, max_seconds=2.0)
     assert cached.from_cache and cached.flops_per_s == again.flops_per_s
+
+
+def test_the_memory_factor_is_measured_growth_over_the_estimate_in_bytes(tmp_path, monkeypatch):
+    """Units end to end: RSS (MiB) grows by exactly 100 MiB while training; the factor is those
+    bytes over training_memory's bytes for the calibration shape."""
+    import engine.planner.calibrate as calibrate_module
+    from engine.config import ModelConfig, TrainConfig
+    from engine.model.estimates import training_memory
+    from engine.planner.shapes import Shape
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("engine.perf.process_ram_mb", lambda: 500.0)
+    monkeypatch.setattr(calibrate_module, "_peak_rss_mb", lambda: 600.0)
+    measured = calibrate_module.calibrate(threads=1, max_seconds=1.0, widths=(64,), use_cache=False)
+    shape = Shape(64, calibrate_module.CALIBRATION_LAYERS)
+    seq = shape.seq_len
+    batch = max(1, calibrate_module.CPU_TOKENS_PER_STEP // seq)
+    train = TrainConfig(batch_size=batch, max_seq_len=seq, use_dtype=measured.dtype, optimizer="adamw")
+    estimate = training_memory(shape.model_config(ModelConfig()), train, device_type="cpu").total
+    assert measured.base_rss_mb == 500.0
+    assert measured.memory_factor == pytest.approx(100 * 2**20 / estimate, rel=1e-12)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
