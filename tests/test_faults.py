@@ -1,6 +1,7 @@
 """Faults a run survives, injected through the LIGHTLM_FAULTS seam (engine/train/faults.py)."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,55 @@ async def test_the_monitor_shows_what_the_run_survived(tiny_run_config, tmp_path
         metrics = str(app.screen.query_one("#metrics", Static).render())
         assert "micro-batch 2 (OOM x1)" in metrics
         assert "skipped   1 non-finite step" in metrics
+
+
+REAL_OOM_CHILD = r'''
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+from conftest import make_tiny_run_config
+from engine.train.trainer import Trainer
+
+cache, root = sys.argv[2], sys.argv[3]
+warm = make_tiny_run_config(cache, root, max_steps=1, eval_interval=0, batch_size=8, max_seq_len=64)
+Trainer(warm, root + "/warm", threads=1).run()  # torch loaded, its pools and threads in place
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmPeak"))
+# About 1 GB more address space than a small step needed: 2048 windows need about twice that.
+limit = (peak_kb + 1_000_000) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+big = make_tiny_run_config(cache, root, max_steps=3, eval_interval=0, batch_size=2048, max_seq_len=64,
+                           eval_batches=1)
+events = []
+finished = Trainer(big, root + "/big", events.append, threads=1).run()
+import json
+print(json.dumps({"status": finished.status, "message": finished.message,
+                  "sizes": [e.micro_batch_size for e in events if e.type == "micro_batch_reduced"]}))
+'''
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmPeak from /proc (Linux)")
+def test_a_real_allocation_failure_is_survived_under_an_address_space_limit(token_cache, tmp_path):
+    """A child process whose address space is capped trains micro-batches that do not fit: the
+    CPU allocator's real error is caught, the micro-batch halves until it fits, and the weights
+    equal those of a run configured with that micro-batch (the same windows every step)."""
+    import subprocess
+    import sys
+
+    from conftest import make_tiny_run_config
+
+    tests = str(Path(__file__).resolve().parent)
+    result = subprocess.run([sys.executable, "-c", REAL_OOM_CHILD, tests, token_cache, str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "completed", outcome["message"]
+    sizes = outcome["sizes"]  # the micro-batch after each halving
+    assert sizes and sizes[-1] < 2048, outcome
+    fitted = sizes[-1]
+    reference = make_tiny_run_config(token_cache, str(tmp_path), max_steps=3, eval_interval=0, batch_size=fitted,
+                                     accumulation_steps=2048 // fitted, max_seq_len=64, eval_batches=1)
+    Trainer(reference, tmp_path / "reference", threads=1).run()
+    a, b = weights(tmp_path / "big"), weights(tmp_path / "reference")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
