@@ -47,7 +47,7 @@ def test_logits_match_hugging_face_llama(config):
         hf_logits = hf(idx).logits
     assert torch.allclose(ours_logits, hf_logits, atol=1e-4, rtol=0)
     # In fp32 on the CPU both run the same kernels in the same order: bit for bit (the README
-    # says so; torch 2.13.0, transformers 5.23). The 1e-4 above is the contract elsewhere.
+    # says so; torch 2.13.0, transformers 5.24). The 1e-4 above is the contract elsewhere.
     assert torch.equal(ours_logits, hf_logits), (ours_logits - hf_logits).abs().max()
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
 
