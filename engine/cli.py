@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--detach", action="store_true", help=DETACH_HELP)
     train.add_argument("--budget", metavar="TIME",
                        help="plan the model for this much wall time (45s, 5m, 1.5h) and stop on time")
+    add_launch_arguments(train)
 
     plan = commands.add_parser("plan", help="size a model for a time budget on this machine")
     add_config_arguments(plan)
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    add_launch_arguments(resume)
 
     control = commands.add_parser(
         "control", help="pause, resume, save, eval or stop a run that is training in another process")
@@ -115,6 +117,39 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one setting, e.g. --set train.learning_rate=3e-4 (repeatable)",
     )
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """--nproc and friends: train as several processes under torchrun (DDP)."""
+    group = parser.add_argument_group("several processes (DDP under torchrun)")
+    group.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="processes on this machine (one per GPU; on a CPU they share its cores); "
+                            "default train.processes")
+    group.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines taking part")
+    group.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's index, 0 to M-1")
+    group.add_argument("--rdzv-endpoint", default="", metavar="HOST:PORT",
+                       help="node 0's address, the same on every machine (with --nnodes > 1)")
+
+
+def _launch(args: argparse.Namespace, config: RunConfig):
+    """The torchrun launch --nproc (else train.processes) asks for, or None for one process
+    (or when this process already is a rank)."""
+    from engine.launch import Launch
+
+    nproc = args.nproc if args.nproc is not None else config.train.processes
+    launch = Launch(nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
+    if _under_torchrun() or launch.world_size == 1:
+        return None
+    problems = launch.problems()
+    if problems:
+        raise UserFacingError("; ".join(problems))
+    return launch
+
+
+def _under_torchrun() -> bool:
+    import os
+
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -188,11 +223,19 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO, budget_s
     from engine.runs.run_dir import EventLog
     from engine.train.trainer import Trainer, TrainControl
 
-    log, printer, control = EventLog(run_dir), ProgressPrinter(out), TrainControl()
+    from engine.runs.events import EngineError
+    from engine.train.distributed import from_environment
+
+    main_rank = from_environment().is_main
+    # Under DDP rank 0 writes the run dir and prints progress; the others say only their errors.
+    log, printer, control = EventLog(run_dir) if main_rank else None, ProgressPrinter(out), TrainControl()
 
     def emit(event: Event) -> None:
-        log.write(event)
-        printer(event)
+        if log is not None:
+            log.write(event)
+            printer(event)
+        elif isinstance(event, EngineError):
+            printer(event)
 
     def on_interrupt(signum, frame) -> None:
         if control.stop.is_set():
@@ -205,7 +248,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, out: TextIO, budget_s
         finished = Trainer(config, run_dir, emit, control, resume=resume, budget_started_at=budget_started_at).run()
     finally:
         signal.signal(signal.SIGINT, previous)
-        log.close()
+        if log is not None:
+            log.close()
     return 0 if finished.status in ("completed", "stopped") else 1
 
 
@@ -217,18 +261,52 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         config = dataclasses.replace(config, name=args.name)
     if args.runs_dir:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, runs_dir=args.runs_dir))
+    if args.nproc is not None and not _under_torchrun():  # what the run uses is what its config says
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, processes=args.nproc))
     problems = validate(config, cuda_available=_cuda_available())
     if problems:
         raise ConfigError(problems)
+    if not _under_torchrun():
+        _warn_about_memory(config, out)
+    launch = _launch(args, config)
+    if _under_torchrun():  # a rank started by torchrun: the launcher chose the config and run dir
+        from engine.launch import budget_start_from_environment
+
+        if not args.run_dir:
+            raise UserFacingError("under torchrun, give every rank the same --run-dir")
+        started_at = budget_start_from_environment() or (_process_start() if config.train.time_budget_s else None)
+        return _train(config, Path(args.run_dir), resume=False, out=out, budget_started_at=started_at)
     if args.budget:
-        config = _planned(config, args, out).config
+        config = _planned(config, args, out, trains_here=launch is None).config
     started_at = _process_start() if config.train.time_budget_s else None
     run_dir = _empty_run_dir(args.run_dir) if args.run_dir else new_run_dir(config.train.runs_dir, config.name)
+    if launch is not None:
+        config_path = run_dir / "config.toml"
+        save_config(config, config_path, header="The full resolved config this run used.")
+        return _run_launch(launch, ["train", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir,
+                           started_at, args.detach, out)
     if args.detach:
         config_path = run_dir / "config.toml"
         save_config(config, config_path, header="The full resolved config this run used.")
         return _detach(["train", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir, out)
     return _train(config, run_dir, resume=False, out=out, budget_started_at=started_at)
+
+
+def _warn_about_memory(config: RunConfig, out: TextIO) -> None:
+    """Before any time is spent: the memory estimate against what is free on the device."""
+    import psutil
+
+    from engine.model.estimates import memory_shortfall
+
+    if _cuda_available():
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        shortfall = memory_shortfall(config.model, config.train, free, "GPU memory", "cuda")
+    else:
+        shortfall = memory_shortfall(config.model, config.train, psutil.virtual_memory().available)
+    if shortfall:
+        out.write(f"warning: {shortfall}\n")
 
 
 def _process_start() -> float:
@@ -278,11 +356,23 @@ def _empty_run_dir(path: str) -> Path:
     return run_dir
 
 
-def _detach(cli_args: list[str], run_dir: Path, out: TextIO) -> int:
+def _run_launch(launch, rank_args: list[str], run_dir: Path, started_at: float | None, detach: bool,
+                out: TextIO) -> int:
+    """Train as `launch.world_size` processes under torchrun, here or in the background."""
+    from engine.launch import run_under_torchrun, torchrun_command
+
+    out.write(f"training as {launch.nproc} process(es) on this machine, {launch.world_size} in all (DDP) in "
+              f"{run_dir}\n")
+    if detach:
+        return _detach(torchrun_command(launch, rank_args)[1:], run_dir, out, module="")
+    return run_under_torchrun(launch, rank_args, run_dir, started_at, lambda text: out.write(text + "\n"))
+
+
+def _detach(cli_args: list[str], run_dir: Path, out: TextIO, module: str = "engine.cli") -> int:
     from engine.runs.detach import DetachError, start_detached
 
     try:
-        child = start_detached(cli_args, run_dir)
+        child = start_detached(cli_args, run_dir, module)
     except DetachError as exc:
         raise UserFacingError(str(exc)) from None
     out.write(f"training in the background (pid {child.pid}) in {run_dir}\n"
@@ -303,12 +393,20 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
     from engine.train.checkpoint import load_latest
 
     run_dir = _existing_run(args.run_dir)
+    config = load_config(run_dir / "config.toml")
+    launch = _launch(args, config)
+    if _under_torchrun():
+        from engine.launch import budget_start_from_environment
+
+        started_at = budget_start_from_environment() or (_process_start() if config.train.time_budget_s else None)
+        return _train(config, run_dir, resume=True, out=out, budget_started_at=started_at)
     refuse_if_training(run_dir)
     load_latest(run_dir)  # fail here, with the checkpoint's name, before any set-up
+    started_at = _process_start() if config.train.time_budget_s else None  # what the budget has left counts from now
+    if launch is not None:
+        return _run_launch(launch, ["resume", str(run_dir)], run_dir, started_at, args.detach, out)
     if args.detach:
         return _detach(["resume", str(run_dir)], run_dir, out)
-    config = load_config(run_dir / "config.toml")
-    started_at = _process_start() if config.train.time_budget_s else None  # what the budget has left counts from now
     return _train(config, run_dir, resume=True, out=out, budget_started_at=started_at)
 
 

@@ -158,3 +158,36 @@ def test_a_real_allocation_failure_is_survived_under_an_address_space_limit(toke
     Trainer(reference, tmp_path / "reference", threads=1).run()
     a, b = weights(tmp_path / "big"), weights(tmp_path / "reference")
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+
+
+def test_a_config_that_will_not_fit_is_said_before_training(tiny_run_config, tmp_path):
+    from engine.model.estimates import memory_shortfall, training_memory
+
+    config = tiny_run_config(batch_size=64)
+    need = training_memory(config.model, config.train).total
+    assert memory_shortfall(config.model, config.train, need + 1) is None
+    sentence = memory_shortfall(config.model, config.train, need // 2)
+    assert f"training needs about {need / 2**20:,.0f} MiB" in sentence
+    assert "MiB of RAM is free" in sentence and "gradient_checkpointing = true" in sentence
+    two = memory_shortfall(config.model, __import__("dataclasses").replace(config.train, processes=2), need + 1)
+    assert "2 processes x" in two  # every local process holds its own copy
+
+
+async def test_the_config_screen_warns_when_the_estimate_exceeds_free_ram(monkeypatch):
+    from collections import namedtuple
+
+    import psutil
+    from textual.widgets import Static
+
+    from lightlm_tui.app import make_app
+    from tui_helpers import wait_for
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.show_config()
+        message = lambda: str(screen.query_one("#message", Static).render())  # noqa: E731
+        await wait_for(lambda: "config ok" in message(), pilot)
+        memory = namedtuple("memory", "total available")
+        monkeypatch.setattr(psutil, "virtual_memory", lambda: memory(2**30, 2**20))  # 1 MiB free
+        screen.show_problems()
+        assert "warning: training needs about" in message() and "1 MiB of RAM is free" in message()

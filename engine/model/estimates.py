@@ -148,3 +148,29 @@ def training_memory(
         ),
         loss_buffers=tokens * model.vocab_size * logit_bytes,
     )
+
+
+def memory_shortfall(model: ModelConfig, train: TrainConfig, available_bytes: int, where: str = "RAM",
+                     device_type: str = "cpu") -> str | None:
+    """A sentence when the estimate says training will not fit in `available_bytes` (free RAM,
+    or free memory on the GPU), with the figures and what to change; None when it fits.
+
+    Under DDP on one machine every process holds its own copy: the estimate counts them all
+    (on a GPU each process has its own device, so one copy is what one device must hold)."""
+    estimate = training_memory(model, train, device_type=device_type)
+    copies = train.processes if device_type == "cpu" else 1
+    needed = estimate.total * copies
+    if needed <= available_bytes:
+        return None
+    mib = 2**20
+    fixes = []
+    if not train.gradient_checkpointing:
+        fixes.append("train.gradient_checkpointing = true")
+    if train.batch_size > 1:
+        fixes.append(f"a smaller train.batch_size (the windows per step can stay: raise accumulation_steps)")
+    fixes.append("a shorter train.max_seq_len or a smaller model")
+    each = f" ({copies} processes x {estimate.total / mib:,.0f} MiB)" if copies > 1 else ""
+    return (f"training needs about {needed / mib:,.0f} MiB{each} by the estimate (weights "
+            f"{estimate.weights / mib:,.0f}, optimizer {estimate.optimizer / mib:,.0f}, activations "
+            f"{estimate.activations / mib:,.0f}) and {available_bytes / mib:,.0f} MiB of {where} is free; "
+            f"the run would halve its micro-batch until it fits, or try: {'; '.join(fixes)}.")

@@ -32,7 +32,13 @@ from engine.config import (
     validate,
 )
 from engine.config.schema import SECTIONS, describe_setting, section_fields
-from engine.model.estimates import active_parameter_count, flops_per_token, parameter_count, training_memory
+from engine.model.estimates import (
+    active_parameter_count,
+    flops_per_token,
+    memory_shortfall,
+    parameter_count,
+    training_memory,
+)
 
 
 def _display(value: object) -> str:
@@ -119,8 +125,17 @@ class ConfigScreen(Screen):
         message = self.query_one("#message", Static)
         lines = [f"not applied: {refused}"] if refused else []
         lines += [str(p) for p in problems]
-        message.set_class(not lines, "ok")
+        shortfall = self.memory_shortfall()
+        message.set_class(not lines and not shortfall, "ok")
+        if not lines and shortfall:
+            lines.append(f"warning: {shortfall}")
         message.update("\n".join(lines) if lines else "config ok: t starts training")
+
+    def memory_shortfall(self) -> str | None:
+        """The estimate against the RAM free now (a GPU's memory is checked by the engine)."""
+        import psutil
+
+        return memory_shortfall(self.config.model, self.config.train, psutil.virtual_memory().available)
 
     def side_text(self) -> str:
         m, t = self.config.model, self.config.train
