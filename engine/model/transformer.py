@@ -204,6 +204,7 @@ class Transformer(nn.Module):
         self.norm = build_norm(config)
         self.rotary = RotaryEmbedding(config.head_dim, config.context_len, config.rope_theta)
         self.gradient_checkpointing = False
+        self._step_counts: torch.Tensor | None = None  # MoE loads of the last optimizer step (L, E)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -232,23 +233,32 @@ class Transformer(nn.Module):
         return total
 
     def after_optimizer_step(self) -> None:
-        """Loss-free balancing: move each MoE layer's routing bias by the step's expert loads
-        (every micro-batch of the step counted; summed over ranks under DDP)."""
+        """After each optimizer step: take every MoE layer's expert loads of the step (all its
+        micro-batches; summed over ranks under DDP, in one collective) and, for loss-free
+        balancing, move each layer's routing bias by them."""
+        layers = self.moe_layers()
+        if not layers:
+            return
         from engine.model.moe import summed_over_ranks
 
-        for moe in self.moe_layers():
+        self._step_counts = summed_over_ranks(torch.stack([moe.take_counts() for moe in layers]))
+        for moe, counts in zip(layers, self._step_counts):
             if moe.loss_free:
-                moe.update_bias(summed_over_ranks(moe.tokens_per_expert))
+                moe.update_bias(counts)
 
     def step_figures(self) -> dict[str, torch.Tensor]:
         """The last optimizer step's per-layer expert loads, (L, E) fractions and (L,)
-        max-violation, on the device; empty for a dense model. Starts the next step's count."""
+        max-violation, on the device; empty for a dense model."""
         layers = self.moe_layers()
         if not layers:
             return {}
         from engine.model.moe import load_figures
 
-        return load_figures(torch.stack([moe.take_counts() for moe in layers]))
+        counts = getattr(self, "_step_counts", None)
+        if counts is None:  # no step hook ran (a caller stepping by hand): this process's counts
+            counts = torch.stack([moe.take_counts() for moe in layers])
+        self._step_counts = None
+        return load_figures(counts)
 
     def num_parameters(self) -> int:
         """Trainable parameters (the tied output head counted once)."""

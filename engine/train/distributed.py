@@ -123,7 +123,10 @@ def wrap_model(model: torch.nn.Module, place: Distributed, device: torch.device)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    # No buffer broadcast: the rotary tables are the same on every rank, and a MoE layer's
+    # per-rank token counts must not be overwritten by rank 0's (its routing bias stays equal on
+    # every rank because each moves it by the counts summed over ranks).
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
 # What a collective raises when another rank died, hung past the timeout or never joined.
