@@ -296,3 +296,11 @@ def test_moe_preset_is_valid_and_as_active_as_laptop():
     assert moe.model.use_moe and moe.model.moe_active_experts >= 2  # k = 1 would leave the router no LM signal
     assert active_parameter_count(moe.model) == pytest.approx(parameter_count(laptop.model), rel=0.01)
     assert parameter_count(moe.model) > 1.4 * active_parameter_count(moe.model)
+
+
+def test_cached_generation_equals_uncached_for_moe():
+    model = build_model(moe_config(use_lossfreebalance=True, moe_shared_experts=1), seed=0)
+    prompt = torch.randint(0, 64, (2, 5))
+    cached = model.generate(prompt, 12, temperature=0, use_cache=True)
+    assert torch.equal(cached, model.generate(prompt, 12, temperature=0, use_cache=False))
+    assert all(moe.tokens_per_expert.sum() == 0 for moe in model.moe_layers())  # generating counts nothing

@@ -101,7 +101,9 @@ def use_grouped_mm(x: torch.Tensor, dtype: torch.dtype, expert_shape: torch.Size
 
 def _in_backward_recompute() -> bool:
     """True while autograd recomputes a checkpointed forward (gradient checkpointing), whose
-    tokens were already counted the first time through."""
+    tokens were already counted the first time through. Not checked inside torch.compile; a
+    recompute counted there would double every count alike, which changes neither the load
+    fractions nor the sign of a bias update."""
     if torch.compiler.is_compiling():
         return False
     return torch._C._current_graph_task_id() != -1
