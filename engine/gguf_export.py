@@ -64,8 +64,9 @@ def gguf_incompatibilities(config: RunConfig) -> list[str]:
     m, reasons = config.model, []
     if m.use_moe:
         reasons.append("mixture-of-experts runs are not exportable to GGUF yet")
-    if config.train.use_lora:
-        reasons.append("LoRA runs are not exportable to GGUF yet")
+    if config.lora.enabled:
+        reasons.append("LoRA runs are not exportable to GGUF yet; `lightlm-tui export RUN_DIR` writes the merged "
+                       "model as a Hugging Face folder, which llama.cpp's convert_hf_to_gguf.py converts")
     if m.norm_type != "rmsnorm":
         reasons.append(f"norm_type {m.norm_type!r}: llama.cpp's llama architecture uses rmsnorm")
     if m.activation_fn != "silu":

@@ -19,7 +19,7 @@ from engine.config import (
 def test_round_trip_is_exact(tmp_path):
     original = apply_overrides(RunConfig(name="exp"), [
         "train.learning_rate=3e-4", "train.betas=[0.8, 0.99]", "model.rope_theta=500000.5",
-        "data.source=/data/my text", "train.lora_target_modules=q_proj,k_proj,v_proj",
+        "data.source=/data/my text", "lora.target_modules=q_proj,k_proj,v_proj",
         "model.use_cache=false", "train.time_budget_s=90",
     ])
     path = save_config(original, tmp_path / "run.toml", header="what this run is for")

@@ -147,11 +147,13 @@ class TrainConfig:
     use_epoch_checkpoints: bool = setting(True, "Also checkpoint at the end of every epoch.")
     runs_dir: str = setting("runs", "Folder that holds run directories.")
     clean_cuda_cache: bool = setting(False, "Empty the CUDA cache after each evaluation (slower, less fragmentation).")
-    use_lora: bool = setting(False, "Train low-rank adapters instead of all weights.")
-    lora_rank: int = setting(8, "Rank of the LoRA adapters.", min=1)
-    lora_alpha: float = setting(16.0, "LoRA scaling numerator (scale = alpha / rank).", min=0.0, min_exclusive=True)
-    lora_target_modules: tuple[str, ...] = setting(
-        ["q_proj", "v_proj"], "Linear layers that get adapters (by name)."
+    init_from: str = setting(
+        "", "Start from another run's weights and tokenizer (fine-tuning): a run directory (its latest "
+        "checkpoint) or one checkpoint folder; empty = train from scratch. `train --init-from RUN_DIR` fills it in."
+    )
+    init_from_sha256: str = setting(
+        "", "SHA-256 of the starting weights (the checkpoint's model.safetensors), recorded when the run starts; "
+        "a resume refuses weights that changed since. Leave empty."
     )
 
     @property
@@ -180,17 +182,54 @@ class DataConfig:
     cache_dir: str = setting("", "Where tokenized data is cached.", zero_means="~/.cache/lightlm-tui")
 
 
+ATTN_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = ATTN_TARGETS + MLP_TARGETS
+LORA_SHORTHANDS = ("attn", "mlp", "all-linear")
+
+
+def resolve_lora_targets(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The layer names `lora.target_modules` means, shorthands expanded, in the model's order.
+    all-linear is peft's: every linear layer but the output head (ours is tied to the embedding,
+    so that is every projection)."""
+    wanted = set()
+    for name in names:
+        wanted.update({"attn": ATTN_TARGETS, "mlp": MLP_TARGETS, "all-linear": LORA_TARGETS}.get(name, (name,)))
+    return tuple(name for name in LORA_TARGETS if name in wanted)
+
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (LoRA) on a frozen base model: what is adapted and how strongly."""
+
+    enabled: bool = setting(
+        False, "Train low-rank adapters on frozen base weights (needs train.init_from) instead of all weights."
+    )
+    rank: int = setting(8, "Rank r of each adapter (A is r x in, B is out x r).", min=1)
+    alpha: float = setting(16.0, "Scaling numerator: adapters are scaled by alpha / rank (alpha / sqrt(rank) "
+                           "with use_rslora).", min=0.0, min_exclusive=True)
+    dropout: float = setting(0.0, "Dropout on the adapters' input.", min=0.0, max=0.99)
+    target_modules: tuple[str, ...] = setting(
+        ["attn", "mlp"], "Linear layers that get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+        "down_proj, or attn (q/k/v/o), mlp (gate/up/down), all-linear (every linear layer but the output head). "
+        "Mixture-of-experts feed-forwards stay frozen.",
+    )
+    use_rslora: bool = setting(False, "Rank-stabilised scaling alpha / sqrt(rank) instead of alpha / rank.")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole run: a name plus the three sections of its TOML file."""
+    """A whole run: a name plus the sections of its TOML file."""
 
     name: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig, "lora": LoraConfig}
 
 
 def describe_setting(meta: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:

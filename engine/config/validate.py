@@ -13,7 +13,11 @@ from engine.config.problems import ConfigProblem
 from engine.config.schema import (
     BUILTIN_TOKENIZERS,
     EMBEDDED_CORPORA,
+    LORA_SHORTHANDS,
+    LORA_TARGETS,
+    MLP_TARGETS,
     SECTIONS,
+    resolve_lora_targets,
     RunConfig,
 )
 
@@ -30,6 +34,7 @@ def validate(config: RunConfig, *, cuda_available: bool | None = None) -> list[C
     problems += _model_rules(config)
     problems += _train_rules(config, cuda_available)
     problems += _data_rules(config)
+    problems += _lora_rules(config)
     return problems
 
 
@@ -137,13 +142,35 @@ def _train_rules(config: RunConfig, cuda_available: bool | None) -> list[ConfigP
         ))
     if not t.runs_dir.strip():
         found.append(ConfigProblem("train.runs_dir", t.runs_dir, "must name a folder, e.g. runs."))
-    if t.use_lora:
+    return found
+
+
+def _lora_rules(config: RunConfig) -> list[ConfigProblem]:
+    """Rules a config file alone can break; the base model's own shapes are checked when a run starts
+    (engine/model/lora.py)."""
+    lora, m, found = config.lora, config.model, []
+    if not lora.enabled:
+        return found
+    if not config.train.init_from.strip():
         found.append(ConfigProblem(
-            "train.use_lora", True, "LoRA training is not in this version yet; set use_lora = false."
+            "lora.enabled", True, "LoRA adapts a trained model: set train.init_from to a run directory "
+            "(lightlm-tui train --init-from RUN_DIR), or enabled = false to train all weights.",
         ))
-    if not t.lora_target_modules:
+    known = LORA_TARGETS + LORA_SHORTHANDS
+    unknown = [name for name in lora.target_modules if name not in known]
+    if not lora.target_modules:
+        found.append(ConfigProblem("lora.target_modules", [], f"name at least one layer: {', '.join(known)}."))
+    elif unknown:
         found.append(ConfigProblem(
-            "train.lora_target_modules", [], "name at least one layer, e.g. [\"q_proj\", \"v_proj\"]."
+            "lora.target_modules", list(lora.target_modules),
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a layer of this model; "
+            f"the layers are {', '.join(LORA_TARGETS)} (or attn, mlp, all-linear).",
+        ))
+    if m.use_moe and lora.target_modules and not unknown and not set(resolve_lora_targets(lora.target_modules)) - set(MLP_TARGETS):
+        found.append(ConfigProblem(
+            "lora.target_modules", list(lora.target_modules),
+            "this is a mixture-of-experts model: its experts are stacked tensors, not linear layers, and stay "
+            "frozen with the router; target the attention (attn) instead.",
         ))
     return found
 

@@ -26,6 +26,7 @@ from engine.model.sampling import sample_next_token
 # The kinds of parameter the model declares (see Transformer.parameter_groups).
 HIDDEN_MATRICES, EMBEDDINGS, NORMS = "hidden_matrices", "embeddings", "norms"
 ROUTERS = "routers"  # mixture-of-experts routers: no weight decay, never Muon
+ADAPTERS = "adapters"  # LoRA A and B (engine/model/lora.py): no weight decay, never Muon
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -261,27 +262,31 @@ class Transformer(nn.Module):
         return load_figures(counts)
 
     def num_parameters(self) -> int:
-        """Trainable parameters (the tied output head counted once)."""
+        """All parameters, frozen ones included (the tied output head counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def num_trainable_parameters(self) -> int:
+        """Parameters the optimizer updates (only the adapters of a LoRA run)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter under the kind the optimizer treats it as, each exactly once:
         `hidden_matrices` (the blocks' linear weights: decayed, Muon's), `embeddings` (the
         token embedding, also the tied output head: decayed, never Muon's), `norms`
-        (no decay) and `routers` (MoE routers: no decay, never Muon's; the stacked expert
-        weights are hidden matrices). Declared here, by the modules that own them, so the optimizer never
+        (no decay), `routers` (MoE routers: no decay, never Muon's; the stacked expert
+        weights are hidden matrices) and `adapters` (LoRA's A and B: no decay, never Muon's). Declared here, by the modules that own them, so the optimizer never
         guesses a parameter's role from its name or shape."""
         groups: dict[str, list[nn.Parameter]] = {
-            HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: [], ROUTERS: [],
+            HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: [], ROUTERS: [], ADAPTERS: [],
         }
         for module in self.modules():
-            if isinstance(module, nn.Linear):
+            if hasattr(module, "parameter_kinds"):  # a module with parameters of its own (MoE, LoRA)
+                for kind, params in module.parameter_kinds().items():
+                    groups[kind].extend(params)
+            elif isinstance(module, nn.Linear):
                 groups[HIDDEN_MATRICES].append(module.weight)
             elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
                 groups[NORMS].append(module.weight)
-            elif hasattr(module, "parameter_kinds"):  # a module with parameters of its own (MoE)
-                for kind, params in module.parameter_kinds().items():
-                    groups[kind].extend(params)
         return groups
 
     def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None):
