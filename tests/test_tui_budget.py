@@ -58,10 +58,15 @@ async def test_a_budget_too_short_says_the_shortest_that_works(monkeypatch):
     async with app.run_test(size=(100, 30)) as pilot:
         await open_budget(app, pilot, "0.001")  # the seed's example: 3.6 seconds
         await wait_for(lambda: "give at least" in state(app), pilot)
+        assert app.screen.planned is None  # nothing to apply
 
 
 async def test_apply_and_start_trains_the_planned_config_on_time(monkeypatch, tiny_run_config):
     import dataclasses
+    import time
+    from pathlib import Path
+
+    from engine.config import load_config
 
     monkeypatch.setattr("engine.planner.calibrate.calibrate", lambda **kwargs: fake_calibration())
     app = make_app()
@@ -74,9 +79,22 @@ async def test_apply_and_start_trains_the_planned_config_on_time(monkeypatch, ti
         app.screen.query_one("#budget", Input).value = "20s"
         await pilot.press("enter")
         await wait_for(lambda: state(app).startswith("plan for 20s"), pilot)
+        planned = app.screen.planned
+        assert planned.train.time_budget_s == 20 and planned.model != base.model  # the plan resized it
+        started = time.monotonic()
         await pilot.press("t")
         await wait_for(lambda: isinstance(app.screen, MonitorScreen), pilot)
         monitor = app.screen
         await wait_for(lambda: monitor.view.finished is not None, pilot, timeout=60)
-        assert monitor.view.finished.status == "completed"
-        assert monitor.view.finished.wall_s <= 20.5
+        seen_s = time.monotonic() - started
+        finished = monitor.view.finished
+        assert finished.status == "completed"
+        # The run trained the planned config: the run directory's config is the plan.
+        run_config = load_config(Path(monitor.view.run_dir) / "config.toml")
+        assert run_config.model == planned.model
+        assert dataclasses.replace(run_config.train, runs_dir="") == dataclasses.replace(planned.train, runs_dir="")
+        assert monitor.view.params > 0 and run_config.data.source == "python-docs"
+        # On time, set-up included (the budget counts from the trainer's start), and not long
+        # before: training stops only when one more step and the final evaluation and
+        # checkpoint would not fit.
+        assert 20 - 4 <= finished.wall_s <= 20.5 and seen_s <= 20 + 1.5, (finished.wall_s, seen_s)
