@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", metavar="DIR",
                        help="train into this new or empty folder instead of a fresh one under runs_dir")
     train.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    train.add_argument("--init-from", metavar="RUN_DIR",
+                       help="fine-tune: start from this run's latest checkpoint (or a checkpoint folder) and its "
+                            "tokenizer; with --set lora.enabled=true only low-rank adapters train")
     train.add_argument("--budget", metavar="TIME",
+
                        help="plan the model for this much wall time (45s, 5m, 1.5h) and stop on time")
     add_launch_arguments(train)
 
@@ -257,8 +261,14 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from engine.runs.run_dir import new_run_dir
 
     config = resolve_config(args)
+    if args.init_from and args.budget:
+        raise UserFacingError("--budget sizes a new model, and a fine-tune keeps its base's shape; give the "
+                              "fine-tune a time limit with --set train.time_budget_s=SECONDS instead")
+    if args.init_from and not _under_torchrun():
+        config = _fine_tune_config(config, args)
     if args.name:
         config = dataclasses.replace(config, name=args.name)
+
     if args.runs_dir:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, runs_dir=args.runs_dir))
     if args.nproc is not None and not _under_torchrun():  # what the run uses is what its config says
@@ -290,6 +300,15 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         save_config(config, config_path, header="The full resolved config this run used.")
         return _detach(["train", "--config", str(config_path), "--run-dir", str(run_dir)], run_dir, out)
     return _train(config, run_dir, resume=False, out=out, budget_started_at=started_at)
+
+
+def _fine_tune_config(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """--init-from: the base's model shape and tokenizer under the preset / config file, then the
+    --set values again (so a --set that contradicts the base is refused by the trainer, by name)."""
+    from engine.train.init_from import finetune_config, resolve_base
+
+    base = resolve_base(args.init_from)
+    return apply_overrides(finetune_config(config, base), args.overrides)
 
 
 def _warn_about_memory(config: RunConfig, out: TextIO) -> None:
@@ -487,9 +506,16 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"exported to {written} ({args.gguf_type}; run with `llama-completion -m {written}` "
                   "or an Ollama Modelfile `FROM` line)\n")
         return 0
-    from engine.export import export_hf
+    from engine.export import export_hf, export_peft
 
     written = export_hf(run_dir, target)
+    if load_config(run_dir / "config.toml").lora.enabled:
+        adapter, base = export_peft(run_dir)
+        out.write(f"exported the merged model (adapters folded in, float32) to {written} (load with "
+                  f"AutoModelForCausalLM.from_pretrained)\n"
+                  f"exported the adapters to {adapter} (peft) and their base model to {base}: "
+                  f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({str(base)!r}), {str(adapter)!r})\n")
+        return 0
     out.write(f"exported to {written} (load with AutoModelForCausalLM.from_pretrained)\n")
     return 0
 

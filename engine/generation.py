@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from engine.train.checkpoint import CheckpointError, load_checkpoint, load_latest
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError, RunConfig, load_config
 from engine.data.tokenizer import TextTokenizer, load_pretrained_tokenizer
 from engine.model.builder import build_model
 from engine.model.transformer import Transformer
+from engine.train.init_from import load_model_weights
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class LoadedRun:
     model: Transformer
     tokenizer: TextTokenizer
     step: int
+    config: RunConfig | None = None
 
 
 def load_run(run_dir: Path, checkpoint: Path | None = None, device: str = "cpu") -> LoadedRun:
@@ -44,10 +46,12 @@ def load_run(run_dir: Path, checkpoint: Path | None = None, device: str = "cpu")
     except ConfigError as exc:
         raise CheckpointError(f"{run_dir}/config.toml: {exc}") from None
     loaded = load_checkpoint(checkpoint, device) if checkpoint else load_latest(run_dir, device)
-    model = build_model(config.model, device)
-    model.load_state_dict(loaded.model_state)
+    # A LoRA run samples from its base plus adapters (the base read from the checkpoint it references).
+    model = build_model(config.model, device, lora=config.lora)
+    load_model_weights(model, config, loaded)
     model.eval()
-    return LoadedRun(run_dir, model, load_pretrained_tokenizer(str(run_dir / "tokenizer")), loaded.state.step)
+    return LoadedRun(run_dir, model, load_pretrained_tokenizer(str(run_dir / "tokenizer")), loaded.state.step,
+                     config)
 
 
 def generate_text(

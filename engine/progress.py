@@ -31,8 +31,13 @@ class ProgressPrinter:
         if isinstance(event, RunStarted):
             self.total = event.total_steps
             start = f", resuming at step {event.start_step}" if event.start_step else ""
+            trainable = event.trainable_params
+            params = (f"{trainable:,} trainable of {event.params:,} parameters ({100 * trainable / event.params:.2f} %)"
+                      if 0 < trainable < event.params else f"{event.params:,} parameters")
+            if event.init_from:
+                self.out.write(f"Starting from {event.init_from} (weights sha256 {event.init_from_sha256[:12]})\n")
             self.out.write(
-                f"Run {event.run_dir}: {event.params:,} parameters, {event.total_steps} steps of "
+                f"Run {event.run_dir}: {params}, {event.total_steps} steps of "
                 f"{event.tokens_per_step:,} tokens on {event.device} ({event.dtype}){start}\n"
             )
         elif isinstance(event, EvalResult):

@@ -51,8 +51,8 @@ class LoraLinear(nn.Linear):
 
     def __init__(self, base: nn.Linear, rank: int, scaling: float, dropout: float,
                  generator: torch.Generator | None = None) -> None:
-        super().__init__(base.in_features, base.out_features, bias=False,
-                         device=base.weight.device, dtype=base.weight.dtype)
+        # Built on the meta device: its own weight is replaced by the base's at once.
+        super().__init__(base.in_features, base.out_features, bias=False, device="meta")
         self.weight = base.weight  # the same tensor: the base's key, values and memory
         self.weight.requires_grad_(False)
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))

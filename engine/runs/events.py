@@ -42,6 +42,9 @@ class RunStarted(Event):
     host: str = ""
     time_budget_s: float = 0.0  # a budgeted run: total_steps is a prediction, the clock decides
     active_params: int = 0  # parameters one token uses (less than params for a mixture of experts; 0: unknown)
+    trainable_params: int = 0  # parameters the optimizer updates (the adapters of a LoRA run; 0: unknown)
+    init_from: str = ""  # a fine-tune: the checkpoint folder it started from
+    init_from_sha256: str = ""  # ... and the SHA-256 of that checkpoint's weights
 
 
 @dataclass(frozen=True)

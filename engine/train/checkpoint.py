@@ -122,8 +122,11 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainState,
     config: RunConfig,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint `name` completely, then point `latest` at it; returns its folder."""
+    """Write checkpoint `name` completely, then point `latest` at it; returns its folder.
+    `model_state` replaces the model's whole state dict as the weights saved (a LoRA run saves
+    its adapters alone)."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -131,7 +134,8 @@ def save_checkpoint(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state_dict = model.state_dict() if model_state is None else model_state
+        weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(weights, staging / "model.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         save_file(rng_states(), staging / "rng.safetensors")

@@ -33,6 +33,7 @@ from engine.data.token_store import TokenStore, prepare_token_store
 from engine.device import ComputeSetup, release_cached_memory, setup_compute
 from engine.errors import UserFacingError
 from engine.model.builder import build_model
+from engine.model.lora import adapter_state
 from engine.model.estimates import flops_per_token, optimizer_bytes, training_memory
 from engine.model.moe import expert_load_fields
 from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
@@ -67,6 +68,7 @@ from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
 from engine.train.decision import Boundary, Decision, RequestInbox, Schedule, TrainControl, decide
 from engine.train.evaluate import evaluate_model
 from engine.train.faults import FaultPlan
+from engine.train.init_from import base_problems, base_reference, load_base_weights, load_model_weights, resolve_base
 from engine.train.optimizers import build_optimizer
 from engine.train.report_window import ReportWindow
 from engine.train.schedule import lr_at, lr_at_progress
@@ -149,7 +151,20 @@ class Trainer:
         if problems:
             raise TrainingError("the config has problems:\n" + "\n".join(f"  - {p}" for p in problems))
         c, t = self.config, self.config.train
+        # A fine-tune's base is checked before any time goes into data (fail with its name first).
+        # A resumed full fine-tune has its weights in its own checkpoints; a LoRA run needs its base.
+        needs_base = bool(t.init_from) and (not self.resume or c.lora.enabled)
+        self.base = resolve_base(t.init_from) if needs_base else None
+        if self.base is not None:
+            problems = base_problems(c, self.base)
+            if problems:
+                raise TrainingError(f"cannot start from {t.init_from}: " + "; ".join(problems) + ".")
+            # The record names the exact checkpoint and its hash (init_from may name a run directory).
+            c = self.config = dataclasses.replace(c, train=dataclasses.replace(
+                t, init_from=str(self.base.checkpoint), init_from_sha256=self.base.sha256))
+            t = c.train
         self.compute: ComputeSetup = setup_compute(t.use_dtype, self.threads)
+
         distributed.start(self.place, self.compute.device)
         ranks = f", {self.place.world_size} processes (DDP)" if self.place.enabled else ""
         self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads{ranks}")
@@ -164,10 +179,17 @@ class Trainer:
                 shutil.copytree(self.store.directory / "tokenizer", self.run_dir / "tokenizer")
             save_config(c, self.run_dir / "config.toml", header="The full resolved config this run used.")
 
+        # A LoRA model comes out of the builder with every base weight frozen, so the optimizer
+        # below holds the adapters alone.
+        lora = {"lora": c.lora} if c.lora.enabled else {}
         self.model = self.model_builder(c.model, self.compute.device, seed=t.seed,
-                                 gradient_checkpointing=t.gradient_checkpointing)
+                                 gradient_checkpointing=t.gradient_checkpointing, **lora)
+        if self.base is not None and not self.resume:
+            load_base_weights(self.model, self.base.checkpoint)
         self.optimizer = build_optimizer(self.model, c, self.compute.device)
         self.state = TrainState(config_hash=config_hash(c), extra={"data_order": DATA_ORDER_VERSION})
+        if self.base is not None:
+            self.state.extra["base"] = base_reference(c)
         self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size,
                                     faults=FaultPlan.from_environment(), agree=self.place.all_true)
         if self.resume:
@@ -232,7 +254,7 @@ class Trainer:
 
     def _restore(self, quiet: bool = False) -> None:
         checkpoint = load_latest(self.run_dir, map_location=self.compute.device)
-        self.model.load_state_dict(checkpoint.model_state)
+        load_model_weights(self.model, self.config, checkpoint)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
         restore_rng_states(checkpoint.rng_state)
         if checkpoint.state.extra.get("grad_scaler"):
@@ -262,6 +284,8 @@ class Trainer:
             self.emit(RunStarted(
                 run_dir=str(self.run_dir), params=self.model.num_parameters(), total_steps=self.total_steps,
                 active_params=self.model.num_active_parameters(),
+                trainable_params=self.model.num_trainable_parameters(),
+                init_from=self.config.train.init_from, init_from_sha256=self.config.train.init_from_sha256,
                 tokens_per_step=self.config.train.tokens_per_step, start_step=self.state.step,
                 device=str(self.compute.device), dtype=self.compute.dtype_name, threads=self.compute.threads,
                 pid=os.getpid(), pid_started=psutil.Process().create_time(), host=socket.gethostname(),
@@ -521,7 +545,10 @@ class Trainer:
             self.state.extra["grad_scaler"] = dict(self.train_step.scaler.state_dict())
         if not self.place.is_main:
             return  # one copy: rank 0's (every rank holds the same weights and optimizer state)
-        path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config)
+        # A LoRA run saves its adapters and a reference to the base (state.extra["base"]), not the base.
+        weights = adapter_state(self.model) if self.config.lora.enabled else None
+        path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config,
+                               model_state=weights)
         prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
 
