@@ -66,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune: start from this run's latest checkpoint (or a checkpoint folder) and its "
                             "tokenizer; with --set lora.enabled=true only low-rank adapters train")
     train.add_argument("--budget", metavar="TIME",
-
                        help="plan the model for this much wall time (45s, 5m, 1.5h) and stop on time")
     add_launch_arguments(train)
 
@@ -79,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = commands.add_parser("resume", help="continue a run from its latest checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--detach", action="store_true", help=DETACH_HELP)
+    resume.add_argument("--from", dest="from_checkpoint", metavar="NAME",
+                        help="continue from this checkpoint folder (e.g. step_000500) instead of the latest")
     add_launch_arguments(resume)
 
     control = commands.add_parser(
@@ -268,7 +269,6 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         config = _fine_tune_config(config, args)
     if args.name:
         config = dataclasses.replace(config, name=args.name)
-
     if args.runs_dir:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, runs_dir=args.runs_dir))
     if args.nproc is not None and not _under_torchrun():  # what the run uses is what its config says
@@ -420,6 +420,10 @@ def cmd_resume(args: argparse.Namespace, out: TextIO) -> int:
         started_at = budget_start_from_environment() or (_process_start() if config.train.time_budget_s else None)
         return _train(config, run_dir, resume=True, out=out, budget_started_at=started_at)
     refuse_if_training(run_dir)
+    if args.from_checkpoint:
+        from engine.train.checkpoint import point_latest_at
+
+        point_latest_at(run_dir, args.from_checkpoint)
     load_latest(run_dir)  # fail here, with the checkpoint's name, before any set-up
     started_at = _process_start() if config.train.time_budget_s else None  # what the budget has left counts from now
     if launch is not None:

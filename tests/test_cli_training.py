@@ -121,3 +121,55 @@ def test_ctrl_c_stops_with_a_checkpoint(tiny_run_config, tmp_path):
     from engine.train.checkpoint import load_latest
 
     assert load_latest(tmp_path / "runs" / "t").state.step >= 20
+
+
+def test_train_with_a_budget_ends_on_time_with_the_planned_config(tmp_path):
+    """`train --budget 30s` in a fresh process (the budget counts from the process start, so
+    in-process it would be spent already): planning, data, training, the final evaluation and
+    checkpoint all fit in 30 s, the run uses the whole budget rather than stopping early, and it
+    trains the config the plan printed, not the preset it was given."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from engine.config import load_config, load_preset
+    from engine.model.estimates import parameter_count
+    from engine.runs.events import RunFinished, RunStarted, StepMetrics
+    from engine.runs.run_dir import read_events
+
+    budget = 30.0
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # its own calibration and token cache
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", "lightlm_tui", "train", "--preset", "tiny", "--budget", "30s",
+         "--set", "data.source=python-docs", "--runs-dir", str(tmp_path / "runs"), "--name", "budgeted"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    wall = time.time() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Ends on time: the budget counts from the process start (psutil's), the trainer keeps
+    # 0.5 s after its final checkpoint for the exit; 1 s more covers the interpreter's teardown
+    # and this test's own timing. It also ends near the budget, not long before it.
+    assert budget - 4.0 <= wall <= budget + 1.0, (wall, result.stdout)
+
+    shown = re.search(r"model\s+(\d+) dims x (\d+) layers, ([\d.]+)M parameters", result.stdout)
+    steps = re.search(r"steps\s+about [\d,]+ of (\d+) x (\d+) tokens", result.stdout)
+    assert shown and steps, result.stdout
+    run_dir = tmp_path / "runs" / "budgeted"
+    config = load_config(run_dir / "config.toml")
+    tiny = load_preset("tiny")
+    assert (config.model.num_dims, config.model.num_layers) == (int(shown[1]), int(shown[2]))
+    assert f"{parameter_count(config.model) / 1e6:.2f}" == shown[3]
+    assert (config.train.batch_size, config.train.max_seq_len) == (int(steps[1]), int(steps[2]))
+    assert config.train.time_budget_s == budget and config.train.optimizer == "muon"
+    assert config.model != tiny.model  # the plan's shape, not the preset's
+
+    events = list(read_events(run_dir))
+    started_event = next(e for e in events if isinstance(e, RunStarted))
+    assert started_event.params == parameter_count(config.model) and started_event.time_budget_s == budget
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.status == "completed"
+    # The schedule ran to its end: the last report is at the end of the training window.
+    assert [e for e in events if isinstance(e, StepMetrics)][-1].progress == pytest.approx(1.0, abs=0.03)

@@ -84,7 +84,7 @@ def test_bad_steps_before_any_checkpoint_stop_the_run_with_a_sentence(tiny_run_c
 def test_a_malformed_fault_plan_is_refused_with_its_form(tiny_run_config, tmp_path, monkeypatch, text):
     monkeypatch.setenv("LIGHTLM_FAULTS", text)
     _, finished, _ = train(tiny_run_config(max_steps=2, eval_interval=0), tmp_path / "run")
-    assert finished.status == "failed" and "use oom:STEP:MAX or nan:FIRST-LAST" in finished.message
+    assert finished.status == "failed" and "use oom:STEP:MAX, nan:FIRST-LAST or kill:STEP" in finished.message
 
 
 async def test_the_monitor_shows_what_the_run_survived(tiny_run_config, tmp_path, monkeypatch):

@@ -202,7 +202,7 @@ def test_the_fault_plan_reads_the_environment_form():
 
     plan = FaultPlan.parse("oom:5:4, nan:7-9")
     assert plan.oom_at == {5: 4} and plan.nan_steps == {7, 8, 9}
-    with pytest.raises(ValueError, match="use oom:STEP:MAX or nan:FIRST-LAST"):
+    with pytest.raises(ValueError, match="use oom:STEP:MAX, nan:FIRST-LAST or kill:STEP"):
         FaultPlan.parse("boom:1")
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))

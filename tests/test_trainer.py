@@ -70,26 +70,37 @@ def test_resume_is_bit_identical(tiny_run_config, tmp_path, optimizer):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_half_written_checkpoint_is_never_latest(tiny_run_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dies_at", ["interval", "final"])
+def test_half_written_checkpoint_is_never_latest(tiny_run_config, tmp_path, monkeypatch, dies_at):
+    """The disk fails while step 10's weights (an interval checkpoint) or step 12's (the final
+    one) are written: that checkpoint never becomes `latest`, nothing half-written is left, and
+    the run goes on (an interval save is tried again at the next one) or ends with a sentence."""
     config = tiny_run_config(max_steps=12, checkpoint_every_steps=5, eval_interval=0)
     import engine.train.checkpoint as checkpoint_module
 
     real_save, calls = checkpoint_module.save_file, []
+    dying_call = {"interval": 3, "final": 5}[dies_at]  # each checkpoint writes two safetensors files
 
     def dying_save(tensors, path, *args, **kwargs):
         calls.append(path)
-        if len(calls) == 3:  # step 10's weights: the "power cut" happens mid-checkpoint
-            raise OSError("disk vanished")
+        if len(calls) == dying_call:  # the "power cut" happens mid-checkpoint
+            raise OSError(28, "No space left on device")
         return real_save(tensors, path, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_file", dying_save)
-    _, finished, _ = train(config, tmp_path / "run")
-    assert finished.status == "failed" and "disk vanished" in finished.message
+    _, finished, events = train(config, tmp_path / "run")
     run = tmp_path / "run"
-    assert latest_name(run) == "step_000005"
-    assert [p.name for p in complete_checkpoints(run)] == ["step_000005"]
     assert not any(p.name.startswith(".tmp") for p in (run / "checkpoints").iterdir())
-    assert load_latest(run).state.step == 5
+    if dies_at == "interval":
+        warning = next(e for e in events if e.type == "log" and "could not write checkpoint step_000010" in e.text)
+        assert "No space left on device" in warning.text and "step_000005 is intact" in warning.text
+        assert finished.status == "completed"
+        assert [p.name for p in complete_checkpoints(run)] == ["step_000005", "step_000012"]
+    else:
+        assert finished.status == "failed"
+        assert "could not write checkpoint step_000012" in finished.message
+        assert "step_000010 is intact and stays the latest" in finished.message and "resume" in finished.message
+        assert latest_name(run) == "step_000010" and load_latest(run).state.step == 10
 
 
 def test_damaged_latest_names_itself_and_offers_the_previous(tiny_run_config, tmp_path):
@@ -116,6 +127,15 @@ def test_hostile_pickle_is_never_executed(tiny_run_config, tmp_path, monkeypatch
     checkpoint = tmp_path / "run" / "checkpoints" / "step_000005"
     with open(checkpoint / "optimizer.pt", "wb") as handle:
         pickle.dump({"state": _Hostile()}, handle)
+    with pytest.raises(CheckpointError, match="optimizer.pt is damaged"):  # the checksum notices first
+        load_checkpoint(checkpoint)
+    # Whoever can write the file can rewrite its checksum too: the loader must still never unpickle it.
+    import hashlib
+    import json
+
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["sha256"]["optimizer.pt"] = hashlib.sha256((checkpoint / "optimizer.pt").read_bytes()).hexdigest()
+    (checkpoint / "state.json").write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="cannot be read safely"):
         load_checkpoint(checkpoint)
     assert not marker.exists()

@@ -7,6 +7,9 @@ Layout of one checkpoint (RUN_DIR/checkpoints/step_000500/):
     config.toml         the run config
     state.json          step, epoch, elapsed time, tokens seen, config hash, ... (written last)
 
+state.json also holds each other file's SHA-256, checked on load: safetensors has no checksum
+of its own, so a flipped bit in the weights would otherwise load silently.
+
 A checkpoint is assembled in a temporary folder, every file fsynced, and renamed into place;
 RUN_DIR/checkpoints/latest (a one-line text file naming the folder) is then replaced
 atomically. So `latest` only ever names a complete checkpoint, and a half-written one is a
@@ -16,6 +19,7 @@ atomically. So `latest` only ever names a complete checkpoint, and a half-writte
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 import json
 import os
 import re
@@ -32,6 +36,7 @@ from engine.config import RunConfig, config_to_dict, dumps_config
 from engine.errors import UserFacingError
 
 REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "config.toml", "state.json")
+SHA256_KEY = "sha256"  # in state.json: {file name: hex digest} of the other files
 LATEST = "latest"
 
 
@@ -84,6 +89,11 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -122,11 +132,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainState,
     config: RunConfig,
+    after_file: Callable[[str], None] | None = None,
     model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint `name` completely, then point `latest` at it; returns its folder.
+    `after_file(name)` runs after each file is written (the seam fault tests kill through).
     `model_state` replaces the model's whole state dict as the weights saved (a LoRA run saves
     its adapters alone)."""
+    after_file = after_file or (lambda file_name: None)
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -137,17 +150,23 @@ def save_checkpoint(
         state_dict = model.state_dict() if model_state is None else model_state
         weights = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(weights, staging / "model.safetensors")
+        after_file("model.safetensors")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        after_file("optimizer.pt")
         save_file(rng_states(), staging / "rng.safetensors")
         (staging / "config.toml").write_text(dumps_config(config), encoding="utf-8")
-        (staging / "state.json").write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        digests = {f: _sha256(staging / f) for f in REQUIRED_FILES if f != "state.json"}
+        record = {**asdict(state), SHA256_KEY: digests}
+        (staging / "state.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         for file_name in REQUIRED_FILES:
             _fsync_file(staging / file_name)
         _fsync_dir(staging)
+        replaced = root / f".replaced-{name}-{os.getpid()}"
         if final.exists():  # re-saving the same step (e.g. "save now" twice): replace it whole
-            shutil.rmtree(final)
+            os.replace(final, replaced)
         os.replace(staging, final)
         _fsync_dir(root)
+        shutil.rmtree(replaced, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -213,9 +232,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: {', '.join(missing)} missing")
     try:
-        state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
+        record = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        digests = record.pop(SHA256_KEY, {})  # absent in checkpoints written before 2026-11-26
+        state = TrainState(**record)
+    except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path}: state.json is damaged ({exc})") from None
+    for file_name, digest in digests.items():
+        if _sha256(path / file_name) != digest:
+            raise CheckpointError(f"checkpoint {path}: {file_name} is damaged (its contents changed since it was "
+                                  "written: the checksum in state.json does not match)")
     try:
         model_state = load_file(path / "model.safetensors", device=str(map_location))
         rng = load_file(path / "rng.safetensors")
@@ -233,7 +258,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
 
 def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """The checkpoint `latest` names. If it is damaged, the error names it and offers the
-    newest other complete checkpoint (load that one explicitly to continue from it)."""
+    newest other complete checkpoint (`resume RUN_DIR --from NAME` continues from that one)."""
     run_dir = Path(run_dir)
     name = latest_name(run_dir)
     candidates = complete_checkpoints(run_dir)
@@ -245,5 +270,32 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> Chec
         return load_checkpoint(checkpoints_dir(run_dir) / name, map_location)
     except CheckpointError as exc:
         others = [p for p in candidates if p.name != name]
-        offer = f"; the previous complete one is {others[-1]}" if others else "; no other complete checkpoint exists"
+        offer = (f"; the previous complete one is {others[-1]}: continue from it with `lightlm-tui resume {run_dir} "
+                 f"--from {others[-1].name}`" if others else "; no other complete checkpoint exists")
         raise CheckpointError(f"{exc}{offer}") from None
+
+
+def point_latest_at(run_dir: Path, name: str) -> Checkpoint:
+    """Make checkpoint `name` the one a resume continues from, after checking it loads whole.
+    Later checkpoints stay on disk (nothing is deleted); the next save moves `latest` on."""
+    checkpoint = load_checkpoint(checkpoints_dir(run_dir) / name)
+    root = checkpoints_dir(run_dir)
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(name + "\n", encoding="utf-8")
+    _fsync_file(pointer)
+    os.replace(pointer, root / LATEST)
+    _fsync_dir(root)
+    return checkpoint
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Delete what a killed process left half-written (`.tmp-*` staging folders, `.replaced-*`
+    folders of a re-save): never a complete checkpoint, never what `latest` names. Call it only
+    when no other process trains this run. Returns what was removed."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    removed = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".replaced-"))]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed

@@ -9,12 +9,15 @@ them too: LIGHTLM_FAULTS is a comma-separated list of
     oom:STEP:MAX      at optimizer step STEP (counted from 1, as events count), raise an out-of-memory error while the
                       micro-batch holds more than MAX windows (MAX 0: always)
     nan:FIRST-LAST    steps FIRST..LAST (inclusive) get a NaN loss
+    kill:STEP         the process kills itself (SIGKILL) while writing the checkpoint of step
+                      STEP, its weights written and the rest not
 Nothing else reads it, and an empty or unset variable injects nothing.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 
 import torch
@@ -35,24 +38,28 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class FaultPlan:
     oom_at: dict[int, int] = field(default_factory=dict)  # step -> largest micro-batch that fits
     nan_steps: frozenset[int] = frozenset()
+    kill_in_checkpoint: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> FaultPlan:
-        oom_at, nan_steps = {}, set()
+        oom_at, nan_steps, kills = {}, set(), set()
         for item in filter(None, (part.strip() for part in text.split(","))):
             kind, _, rest = item.partition(":")
             try:
                 if kind == "oom":
                     step, largest = rest.split(":")
                     oom_at[int(step)] = int(largest)
+                elif kind == "kill":
+                    kills.add(int(rest))
                 elif kind == "nan":
                     first, _, last = rest.partition("-")
                     nan_steps.update(range(int(first), int(last or first) + 1))
                 else:
                     raise ValueError(kind)
             except ValueError:
-                raise ValueError(f"{FAULTS_ENV}: cannot read {item!r}; use oom:STEP:MAX or nan:FIRST-LAST") from None
-        return cls(oom_at, frozenset(nan_steps))
+                raise ValueError(f"{FAULTS_ENV}: cannot read {item!r}; use oom:STEP:MAX, nan:FIRST-LAST or "
+                                 "kill:STEP") from None
+        return cls(oom_at, frozenset(nan_steps), frozenset(kills))
 
     @classmethod
     def from_environment(cls) -> FaultPlan:
@@ -67,3 +74,8 @@ class FaultPlan:
 
     def poisons(self, step: int) -> bool:
         return step in self.nan_steps
+
+    def during_checkpoint(self, step: int, file_name: str) -> None:
+        """Die half-way through writing checkpoint `step`, as a power cut or kill -9 would."""
+        if step in self.kill_in_checkpoint and file_name == "model.safetensors":
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from safetensors import SafetensorError
 
 from engine.config import RunConfig, save_config, validate
 from engine.data.embedded import EMBEDDED, corpus_origin
@@ -61,6 +62,7 @@ from engine.train.checkpoint import (
     latest_name,
     load_latest,
     prune_checkpoints,
+    remove_leftovers,
     restore_rng_states,
     save_checkpoint,
 )
@@ -164,7 +166,6 @@ class Trainer:
                 t, init_from=str(self.base.checkpoint), init_from_sha256=self.base.sha256))
             t = c.train
         self.compute: ComputeSetup = setup_compute(t.use_dtype, self.threads)
-
         distributed.start(self.place, self.compute.device)
         ranks = f", {self.place.world_size} processes (DDP)" if self.place.enabled else ""
         self._log(f"device {self.compute.device}, {self.compute.dtype_name}, {self.compute.threads} CPU threads{ranks}")
@@ -193,6 +194,9 @@ class Trainer:
         self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size,
                                     faults=FaultPlan.from_environment(), agree=self.place.all_true)
         if self.resume:
+            if self.place.is_main:
+                for path in remove_leftovers(self.run_dir):
+                    self._log(f"removed {path.name}, a checkpoint a stopped process left half-written")
             self._restore()
         # A micro-batch that was halved for memory stays halved (no point hitting the wall again).
         self.train_step.micro_batch_size = min(t.batch_size, self.state.extra.get("micro_batch_size", t.batch_size))
@@ -545,12 +549,30 @@ class Trainer:
             self.state.extra["grad_scaler"] = dict(self.train_step.scaler.state_dict())
         if not self.place.is_main:
             return  # one copy: rank 0's (every rank holds the same weights and optimizer state)
-        # A LoRA run saves its adapters and a reference to the base (state.extra["base"]), not the base.
-        weights = adapter_state(self.model) if self.config.lora.enabled else None
-        path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config,
-                               model_state=weights)
+        step, faults = self.state.step, self.train_step.faults
+        try:
+            # A LoRA run saves its adapters and a reference to the base (state.extra["base"]), not the base.
+            weights = adapter_state(self.model) if self.config.lora.enabled else None
+            path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, self.state, self.config,
+                                   model_state=weights,
+                                   after_file=lambda file_name: faults.during_checkpoint(step, file_name))
+        except (OSError, SafetensorError) as exc:  # safetensors reports a failed write as its own error
+            self._checkpoint_failed(name, reason, exc)
+            return
         prune_checkpoints(self.run_dir, self.config.train.keep_last_checkpoints)
         self.emit(CheckpointSaved(self.state.step, str(path), reason))
+
+    def _checkpoint_failed(self, name: str, reason: str, exc: Exception) -> None:
+        """A full disk or a read-only folder: the previous checkpoint stays the latest. Training
+        goes on (the next save tries again) unless this was the run's last checkpoint."""
+        latest = latest_name(self.run_dir)
+        kept = f"{latest} is intact and stays the latest" if latest else "there is no earlier checkpoint"
+        sentence = (f"could not write checkpoint {name} in {self.run_dir / 'checkpoints'}: "
+                    f"{getattr(exc, 'strerror', None) or exc} (a full disk or a read-only folder?); {kept}")
+        if reason in ("final", "stop", "out of memory"):
+            raise TrainingError(f"{sentence}; free space (or fix the folder) and `lightlm-tui resume {self.run_dir}`"
+                                " continues from the latest checkpoint.")
+        self._log(f"{sentence}; training goes on and the next save tries again", "warning")
 
     def _emit_metrics(self, loss: float, lr: float, grad_norm: float, tokens_per_s: float, step_s: float,
                       **model_figures: object) -> None:
