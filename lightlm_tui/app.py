@@ -19,7 +19,7 @@ from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.commands import binding_commands
 from lightlm_tui.output_guard import caught_summary, stray_output_to
 from lightlm_tui.screens.budget import BudgetScreen
-from lightlm_tui.screens.config import ConfigScreen
+from lightlm_tui.screens.config import FIRST_RUN_BUDGET_S, ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
 from lightlm_tui.screens.playground import PlaygroundScreen
@@ -59,13 +59,20 @@ class LightLMApp(App):
     def on_mount(self) -> None:
         self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())
 
-    def show_config(self, config: RunConfig | None = None) -> ConfigScreen:
-        """The Config screen, on `config` or the laptop preset (the first run's best start)."""
+    def show_config(self, config: RunConfig | None = None, plan_budget_s: float = 0.0) -> ConfigScreen:
+        """The Config screen, on `config` or the laptop preset; with `plan_budget_s`, sized for
+        that budget on this machine by the planner (on the engine thread) once it answers."""
         import psutil
 
-        screen = ConfigScreen(config or load_preset("laptop"), ram_bytes=psutil.virtual_memory().total)
+        screen = ConfigScreen(config or load_preset("laptop"), ram_bytes=psutil.virtual_memory().total,
+                              plan_budget_s=plan_budget_s)
         self.push_screen(screen)
         return screen
+
+    def show_first_run(self) -> ConfigScreen:
+        """Where the Hardware screen leads: the laptop preset's settings, planned for a
+        5-minute budget on this machine, so `t` trains for 5 minutes whatever the CPU or GPU."""
+        return self.show_config(plan_budget_s=FIRST_RUN_BUDGET_S)
 
     def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen | None:
         """Start (or resume) training `config` on the engine thread and show its Monitor. With
@@ -114,7 +121,7 @@ class LightLMApp(App):
         event = message.event
         if isinstance(event, PlanReady):
             for screen in self.screen_stack:
-                if isinstance(screen, BudgetScreen):
+                if isinstance(screen, (BudgetScreen, ConfigScreen)):
                     screen.plan_ready(event)
             return
         if isinstance(event, ExportFinished):
@@ -123,6 +130,10 @@ class LightLMApp(App):
             planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
             if planning is not None:  # the error answers the plan being waited for
                 planning.plan_failed(event.message)
+                return
+            first_run = next((s for s in self.screen_stack if isinstance(s, ConfigScreen) and s.planning_for), None)
+            if first_run is not None:
+                first_run.plan_failed(event.message)
                 return
             if not self.bridge.busy:
                 self.notify(event.message, severity="error")

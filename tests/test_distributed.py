@@ -200,3 +200,17 @@ def test_a_machine_that_never_joins_ends_the_launch_with_a_sentence(tiny_run_con
                  "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", f"127.0.0.1:{port}", timeout=180)
     assert result.returncode != 0 and time.monotonic() - started < 120
     assert "not every machine joined" in result.stdout + result.stderr
+
+
+def test_a_time_budget_under_ddp_ends_on_time(tiny_run_config, tmp_path):
+    """The launcher's start is the budget's start (torchrun and the ranks' set-up count too);
+    rank 0's clock decides the last step for every rank."""
+    config = write_config(tiny_run_config, tmp_path, max_steps=0, time_budget_s=25.0, eval_interval=0,
+                          log_interval=5)
+    started = time.monotonic()
+    result = run("train", "--config", str(config), "--run-dir", str(tmp_path / "budget"), "--nproc", "2")
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    finished = next(e for e in events(tmp_path / "budget") if e["type"] == "finished")
+    assert finished["status"] == "completed" and finished["step"] >= 3
+    assert 25.0 - 4.0 <= wall <= 25.0 + 2.0, wall  # within what torchrun takes to end

@@ -55,7 +55,7 @@ from engine.runs.events import (
     for_run,
 )
 from engine.train import distributed
-from engine.train.budget_clock import BudgetClock
+from engine.train.budget_clock import DDP_EXIT_TAIL_S, EXIT_TAIL_S, BudgetClock
 from engine.train.checkpoint import (
     TrainState,
     config_hash,
@@ -533,6 +533,7 @@ class Trainer:
             start_progress=extra.get("budget_progress", 0.0),
             eval_in_steps=0.5 * t.eval_batches / t.accumulation_steps,
             checkpoint_s=0.1 + checkpoint_bytes / 200e6,  # until one has been timed
+            exit_tail_s=DDP_EXIT_TAIL_S if self.place.enabled else EXIT_TAIL_S,
         )
 
     # ----- evaluation, checkpoints, metrics ----------------------------------------------

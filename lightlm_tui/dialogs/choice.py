@@ -16,6 +16,7 @@ class ChoiceDialog(ModalScreen[str | None]):
     ChoiceDialog { align: center middle; }
     ChoiceDialog > Vertical { width: 76; max-width: 100%; height: auto; max-height: 20; padding: 1 2;
         border: thick $primary; background: $surface; }
+    ChoiceDialog Label { width: 1fr; }
     ChoiceDialog OptionList { height: auto; max-height: 10; }
     ChoiceDialog #details { height: auto; max-height: 8; margin-top: 1; color: $text-muted; }
     """

@@ -13,7 +13,9 @@ class ConfirmDialog(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
     DEFAULT_CSS = """
     ConfirmDialog { align: center middle; }
-    ConfirmDialog > Vertical { width: 60; height: auto; padding: 1 2; border: thick $warning; background: $surface; }
+    ConfirmDialog > Vertical { width: 60; max-width: 100%; height: auto; padding: 1 2; border: thick $warning;
+        background: $surface; }
+    ConfirmDialog Label { width: 1fr; }
     """
 
     def __init__(self, question: str) -> None:
@@ -22,7 +24,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(self.question, id="question")  # width 1fr: the sentence wraps, never cut
             yield Label("y: yes    n / Esc: no")
 
     def action_answer(self, yes: bool) -> None:

@@ -33,6 +33,7 @@ class DataSourceDialog(ModalScreen[dict | None]):
     DataSourceDialog > Vertical { width: 90%; max-width: 100; height: auto; max-height: 100%;
         padding: 0 1; border: thick $primary; background: $surface; }
     DataSourceDialog OptionList { height: auto; max-height: 4; border: none; padding: 0; margin-bottom: 1; }
+    DataSourceDialog > Vertical > Label { width: 1fr; }
     DataSourceDialog .row { height: 1; margin-bottom: 0; }
     DataSourceDialog .row Label { width: 12; }
     DataSourceDialog .row Input { width: 1fr; height: 1; border: none; padding: 0 1; }

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from engine.budget import format_budget
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -47,6 +48,21 @@ def _display(value: object) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+# The first run (Hardware, Enter, t) trains for this long on any machine: the planner sizes the
+# model from a measurement of this machine, and the run's clock ends it on time. A fixed step
+# count would take 5 minutes on a CPU with bf16 and 19-23 on one without (issue 17).
+FIRST_RUN_BUDGET_S = 300.0
+
+
+def run_length(config: RunConfig) -> str:
+    """How long a run of `config` takes, as far as it can be said before it starts."""
+    t = config.train
+    if t.time_budget_s > 0:
+        return f"{format_budget(t.time_budget_s)} (time budget: the clock ends it)"
+    steps = f"{t.max_steps:,} steps" if t.max_steps else f"{t.num_epochs} epoch(s)"
+    return f"{steps}; time unknown until it runs (b plans a time budget)"
 
 
 def setting_help(key: str) -> str:
@@ -81,11 +97,15 @@ class ConfigScreen(Screen):
     ConfigScreen #message.ok { color: $success; }
     """
 
-    def __init__(self, config: RunConfig, ram_bytes: int | None = None) -> None:
+    def __init__(self, config: RunConfig, ram_bytes: int | None = None, plan_budget_s: float = 0.0) -> None:
+        """`plan_budget_s` > 0: ask the engine thread to size `config` for that many seconds on
+        this machine, and show the plan when it comes (unless the user changed the config first)."""
         super().__init__()
         self.config = config
         self.ram_bytes = ram_bytes
         self.editing: str | None = None  # "section.key", "load" or "save" while the edit bar is open
+        self.planning_for: float | None = plan_budget_s or None  # the budget being planned
+        self.start_when_planned = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -105,6 +125,41 @@ class ConfigScreen(Screen):
         table.add_column("value", key="value")
         self.refresh_all()
         table.focus()
+        if self.planning_for:
+            from engine.runner import PlanBudget
+
+            self.app.bridge.runner.submit(PlanBudget(self.planning_for, self.config))
+            self.show_problems()
+
+    # ----- the first run's plan -----------------------------------------------------------------
+    def plan_ready(self, event) -> None:
+        """A PlanReady from the engine thread: the planned config replaces the shown one."""
+        from engine.config import config_from_dict
+
+        if self.planning_for is None or event.budget_s != self.planning_for:
+            return
+        self.planning_for = None
+        try:
+            planned = config_from_dict(event.config, "the plan")
+        except ConfigError as exc:
+            self.plan_failed(f"the plan could not be read: {exc}")
+            return
+        self.set_config(planned, by_user=False)
+        self.notify(f"planned for this machine: {event.summary[1].split(None, 1)[-1] if len(event.summary) > 1 else ''}")
+        if self.start_when_planned:
+            self.action_start()
+
+    def plan_failed(self, message: str) -> None:
+        """Planning failed: keep the shown shape, but still end on time (the clock decides)."""
+        if self.planning_for is None:
+            return
+        budget, self.planning_for = self.planning_for, None
+        self.set_config(dataclasses.replace(self.config, train=dataclasses.replace(
+            self.config.train, time_budget_s=budget)), by_user=False)
+        self.notify(f"could not plan for this machine ({message}); the preset's shape trains for "
+                    f"{format_budget(budget)}", severity="warning")
+        if self.start_when_planned:
+            self.action_start()
 
     # ----- showing ------------------------------------------------------------------------
     def refresh_all(self) -> None:
@@ -129,7 +184,13 @@ class ConfigScreen(Screen):
         message.set_class(not lines and not shortfall, "ok")
         if not lines and shortfall:
             lines.append(f"warning: {shortfall}")
-        message.update("\n".join(lines) if lines else "config ok: t starts training")
+        if self.planning_for:
+            message.set_class(True, "ok")
+            message.update(f"sizing a {format_budget(self.planning_for)} run for this machine: timing a few "
+                           "training steps (seconds; longer the first time)..."
+                           + (" t pressed: it starts when planned" if self.start_when_planned else ""))
+            return
+        message.update("\n".join(lines) if lines else f"config ok: t trains for {run_length(self.config)}")
 
     def memory_shortfall(self) -> str | None:
         """The estimate against the RAM free now (a GPU's memory is checked by the engine)."""
@@ -142,6 +203,9 @@ class ConfigScreen(Screen):
         memory = training_memory(m, t)
         ram = f" of {self.ram_bytes / 2**30:.0f} GiB" if self.ram_bytes else ""
         return "\n".join([
+            "run length",
+            f"  {format_budget(t.time_budget_s)}, time budget" if t.time_budget_s > 0 else
+            f"  {t.max_steps:,} steps" if t.max_steps else f"  {t.num_epochs} epoch(s)",
             "parameters",
             f"  {parameter_count(m):,}",
             *([f"  {active_parameter_count(m):,} active"] if m.use_moe else []),
@@ -245,7 +309,9 @@ class ConfigScreen(Screen):
             return
         self.notify(f"saved {path}")
 
-    def set_config(self, config: RunConfig) -> None:
+    def set_config(self, config: RunConfig, by_user: bool = True) -> None:
+        if by_user and self.planning_for:  # the user chose: a plan arriving later must not undo it
+            self.planning_for, self.start_when_planned = None, False
         self.config = config
         self.title = f"LightLM - config ({config.name or 'unnamed'})"
         self.refresh_all()
@@ -290,10 +356,15 @@ class ConfigScreen(Screen):
             self.show_problems(refused=str(own[0]))
             return False
         self.config = candidate
+        self.planning_for, self.start_when_planned = None, False  # the user's edit wins over a pending plan
         self.refresh_all()
         return True
 
     def action_start(self) -> None:
+        if self.planning_for:
+            self.start_when_planned = True
+            self.show_problems()
+            return
         problems = validate(self.config)
         if problems:
             self.show_problems()

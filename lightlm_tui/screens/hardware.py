@@ -54,7 +54,7 @@ class HardwareScreen(Screen):
         self.check_machine()
 
     def action_continue(self) -> None:
-        self.app.show_config()
+        self.app.show_first_run()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_continue()  # Enter continues too

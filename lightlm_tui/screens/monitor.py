@@ -22,6 +22,7 @@ from engine.runs.control_channel import send_request
 from engine.runs.events import event_from_dict
 from engine.progress import format_duration
 from engine.runs.run_dir import liveness
+from lightlm_tui.curves import next_smoothing, one_row, smoothing_label
 from lightlm_tui.run_view import RunView, decimate
 from lightlm_tui.widgets.expert_load import ExpertLoadPanel
 from lightlm_tui.widgets.loss_plot import LossPlot
@@ -40,6 +41,8 @@ class MonitorScreen(Screen):
         Binding("x", "stop", "Stop"),
         Binding("g", "playground", "Generate"),
         Binding("l", "experts", "Expert load"),
+        Binding("y", "log_y", "Log y"),
+        Binding("m", "smoothing", "Smooth"),
         Binding("escape", "back", "Back", show=False),
     ]
     DEFAULT_CSS = """
@@ -49,9 +52,11 @@ class MonitorScreen(Screen):
     MonitorScreen #metrics { width: 34; padding: 0 1; border-right: solid $primary-darken-2; }
     MonitorScreen #graphs { width: 1fr; padding: 0 1; }
     MonitorScreen .graph-label { height: 1; color: $text-muted; }
-    MonitorScreen #loss-plot { height: 1fr; min-height: 9; }
-    MonitorScreen Sparkline { height: 2; margin-bottom: 0; }
-    MonitorScreen #log { height: 4; border-top: solid $primary-darken-2; }
+    MonitorScreen #loss-plot { height: 1fr; min-height: 8; }
+    MonitorScreen .spark-row { height: 1; }
+    MonitorScreen .spark-row .graph-label { width: 26; }
+    MonitorScreen Sparkline { height: 1; width: 1fr; margin-bottom: 0; }
+    MonitorScreen #log { height: 4; border-top: solid $primary-darken-2; overflow-x: hidden; }
     MonitorScreen #experts { display: none; }
     MonitorScreen.show-experts #experts { display: block; }
     MonitorScreen.show-experts #graphs { display: none; }
@@ -78,12 +83,15 @@ class MonitorScreen(Screen):
             with Vertical(id="graphs"):
                 yield Label("loss", id="loss-label", classes="graph-label")
                 yield LossPlot(id="loss-plot")
-                yield Label("tokens/s", id="speed-label", classes="graph-label")
-                yield Sparkline([], id="speed")
-                yield Label("memory", id="memory-label", classes="graph-label")
-                yield Sparkline([], id="memory")
+                # One row each: a figure and its history, so the loss plot keeps the column.
+                with Horizontal(classes="spark-row"):
+                    yield Label("tokens/s", id="speed-label", classes="graph-label")
+                    yield Sparkline([], id="speed")
+                with Horizontal(classes="spark-row"):
+                    yield Label("memory", id="memory-label", classes="graph-label")
+                    yield Sparkline([], id="memory")
             yield ExpertLoadPanel(id="experts")
-        yield RichLog(id="log", wrap=True, markup=False)
+        yield RichLog(id="log", wrap=False, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -137,7 +145,7 @@ class MonitorScreen(Screen):
         else:
             bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
         self.query_one("#metrics", Static).update(self._metrics_text())
-        columns = max(10, self.query_one("#graphs").size.width - 2)
+        columns = max(10, self.query_one("#speed", Sparkline).size.width)
         self._draw_loss()
         if self.has_class("show-experts"):
             m = view.last
@@ -149,19 +157,22 @@ class MonitorScreen(Screen):
             if values:
                 label = "tokens/s" if key == "speed" else "memory MB"
                 self.query_one(f"#{key}-label", Label).update(
-                    f"{label} {series[-1][1]:,.0f}  min {min(values):,.0f} max {max(values):,.0f}"
+                    f"{label} {series[-1][1]:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
                 )
         log = self.query_one("#log", RichLog)
         lines = list(view.log)
+        width = max(20, log.size.width - 2)
         for line in lines[self._log_shown:]:
-            log.write(line)
+            log.write(one_row(line, width))  # one row each: a long path is shortened, not wrapped
         self._log_shown = len(lines)
 
     def _draw_loss(self) -> None:
         view = self.view
-        if self.query_one("#loss-plot", LossPlot).show(view.loss, view.val_loss, view.total_steps):
+        plot = self.query_one("#loss-plot", LossPlot)
+        if plot.show(view.loss, view.val_loss, view.total_steps):
             val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
-            self.query_one("#loss-label", Label).update(f"loss: train {view.loss[-1][1]:.3f}{val}")
+            self.query_one("#loss-label", Label).update(
+                f"loss: train {view.loss[-1][1]:.3f}{val} | {plot.mode_text()}")
 
     def _status_line(self) -> str:
         view = self.view
@@ -253,6 +264,19 @@ class MonitorScreen(Screen):
             return
         self.toggle_class("show-experts")
         self.redraw()
+
+    def action_log_y(self) -> None:
+        """The loss plot's y axis: linear or log."""
+        plot = self.query_one("#loss-plot", LossPlot)
+        plot.log_y = not plot.log_y
+        self._draw_loss()
+
+    def action_smoothing(self) -> None:
+        """Smooth the train curve: off, then a debiased EMA of 0.6, 0.9, 0.99 (val stays raw)."""
+        plot = self.query_one("#loss-plot", LossPlot)
+        plot.smoothing = next_smoothing(plot.smoothing)
+        self._draw_loss()
+        self.notify(f"train curve: {smoothing_label(plot.smoothing)}", timeout=2)
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:  # not when the Monitor is the app's first screen
