@@ -31,6 +31,7 @@ MAX_POINTS = 20_000
 class RunView:
     run_dir: str = ""
     params: int = 0
+    trainable_params: int = 0  # below params when only adapters train (LoRA)
     total_steps: int = 0
     device: str = ""
     dtype: str = ""
@@ -59,6 +60,7 @@ class RunView:
             if self.run_dir and event.run_dir != self.run_dir:
                 self.__dict__.update(RunView().__dict__)  # nothing of the other run stays
             self.run_dir, self.params, self.total_steps = event.run_dir, event.params, event.total_steps
+            self.trainable_params = event.trainable_params
             self.device, self.dtype, self.finished = event.device, event.dtype, None
             self.process = (event.pid, event.pid_started, event.host)
             self.time_budget_s = event.time_budget_s

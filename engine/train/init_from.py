@@ -19,12 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from engine.config import ConfigError, RunConfig, load_config
+from engine.config.finetune import FREE_MODEL_FIELDS, fine_tune_settings
 from engine.errors import UserFacingError
 from engine.train.checkpoint import REQUIRED_FILES, Checkpoint, complete_checkpoints, latest_name
 
 WEIGHTS = "model.safetensors"
-# Settings a base and its fine-tune may differ in: none changes a weight's shape or what it computes.
-FREE_MODEL_FIELDS = ("dropout", "use_cache", "use_flash")
 
 
 class InitFromError(UserFacingError):
@@ -90,14 +89,7 @@ def resolve_base(path: str | Path) -> BaseWeights:
 def finetune_config(config: RunConfig, base: BaseWeights) -> RunConfig:
     """`config` set up to start from `base`: the base's model shape (keeping this config's
     dropout and cache settings), its tokenizer folder, and the reference to the weights."""
-    free = {name: getattr(config.model, name) for name in FREE_MODEL_FIELDS}
-    return dataclasses.replace(
-        config,
-        model=dataclasses.replace(base.config.model, **free),
-        data=dataclasses.replace(config.data, tokenizer=str(base.tokenizer_dir),
-                                 tokenizer_vocab_size=base.config.data.tokenizer_vocab_size),
-        train=dataclasses.replace(config.train, init_from=str(base.checkpoint), init_from_sha256=base.sha256),
-    )
+    return fine_tune_settings(config, base.config, base.run_dir, str(base.checkpoint), base.sha256)
 
 
 def base_problems(config: RunConfig, base: BaseWeights) -> list[str]:

@@ -32,6 +32,7 @@ from engine.config import (
     save_config,
     validate,
 )
+from engine.config.finetune import lora_parameter_count
 from engine.config.schema import SECTIONS, describe_setting, section_fields
 from engine.model.estimates import (
     active_parameter_count,
@@ -218,7 +219,24 @@ class ConfigScreen(Screen):
             f"  weights {memory.weights / 2**20:,.1f}",
             f"  optim.  {memory.optimizer / 2**20:,.1f}",
             f"  activ.  {memory.activations / 2**20:,.1f}",
+            *self.lora_lines(memory.gradients + memory.optimizer),
         ])
+
+    def lora_lines(self, gradient_and_optimizer_bytes: int) -> list[str]:
+        """With LoRA on: trainable vs total parameters, and the gradient and optimizer memory the
+        frozen base weights no longer need (the estimate above counts every weight as trained)."""
+        lora, m = self.config.lora, self.config.model
+        if not lora.enabled:
+            return []
+        total = parameter_count(m)
+        trainable = lora_parameter_count(m, lora.target_modules, lora.rank)
+        saved = gradient_and_optimizer_bytes * (1 - trainable / max(total, 1))
+        return [
+            "LoRA trainable",
+            f"  {trainable:,} of {total + trainable:,}",
+            f"  ({100 * trainable / max(total + trainable, 1):.2f} %)",
+            f"  saves ~{saved / 2**20:,.1f} MiB",
+        ]
 
     # ----- editing ------------------------------------------------------------------------
     def selected_key(self) -> str | None:

@@ -199,6 +199,8 @@ class MonitorScreen(Screen):
             return ""
         lines = [
             f"step      {m.step:,} / {view.total_steps:,}",
+            *([f"trainable {view.trainable_params:,} of {view.params:,}"]
+              if 0 < view.trainable_params < view.params else []),
             f"epoch     {m.epoch:.2f}",
             f"loss      {m.loss:.4f}" + (f" + aux {m.aux_loss:.4f}" if m.aux_loss is not None else ""),
             f"lr        {m.lr:.2e}",

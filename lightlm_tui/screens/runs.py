@@ -2,7 +2,8 @@
 
 Enter opens a run in the Monitor (following its events.jsonl), r resumes it from its latest
 checkpoint, x exports it (a Hugging Face folder or a GGUF file, on the engine thread), g samples
-from it.
+from it, f fine-tunes it (the Config screen set up to start from it with LoRA on, and the data
+source picker open for the new text).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError, RunConfig, load_config
+from engine.config.finetune import fine_tune_settings
 from engine.runs.run_dir import RunSummary, list_runs, summarize_run
 
 
@@ -36,6 +38,7 @@ class RunsScreen(Screen):
         Binding("r", "resume", "Resume"),
         Binding("x", "export", "Export"),
         Binding("g", "playground", "Generate"),
+        Binding("f", "fine_tune", "Fine-tune"),
         Binding("f5", "reload", "Reload"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -128,7 +131,37 @@ class RunsScreen(Screen):
 
         self.app.push_screen(ChoiceDialog(f"Export {run_dir.name} as", items, "hf", details), chosen)
 
+    def action_fine_tune(self) -> None:
+        """The Config screen on a LoRA fine-tune of the selected run, then the data source picker:
+        the new text is the one thing left to choose. Refusals the engine would make later
+        (no checkpoint yet, a LoRA run as base) are said here, before any set-up."""
+        run_dir = self.selected()
+        if run_dir is None:
+            return
+        try:
+            config = fine_tune_config_for(run_dir)
+        except (ConfigError, ValueError) as exc:
+            self.notify(str(exc), severity="error")
+            return
+        screen = self.app.show_config(config)
+        screen.call_after_refresh(screen.action_data_source)
+
     def action_playground(self) -> None:
         run_dir = self.selected()
         if run_dir is not None:
             self.app.show_playground(run_dir)
+
+
+def fine_tune_config_for(run_dir: Path) -> RunConfig:
+    """A LoRA fine-tune of `run_dir`: its own settings as the start, its shape and tokenizer, LoRA
+    on, named after it. Raises ValueError with a sentence for a run that cannot be a base."""
+    import dataclasses
+
+    base = load_config(run_dir / "config.toml")
+    if base.lora.enabled:
+        raise ValueError(f"{run_dir.name} is a LoRA run (its checkpoints hold adapters only); fine-tune its base instead")
+    if not (run_dir / "checkpoints" / "latest").is_file():
+        raise ValueError(f"{run_dir.name} has no checkpoint yet; train (or resume) it until it saves one")
+    config = fine_tune_settings(base, base, run_dir.resolve())
+    return dataclasses.replace(config, name=f"{base.name or run_dir.name}-lora",
+                               lora=dataclasses.replace(base.lora, enabled=True))
