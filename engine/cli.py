@@ -510,11 +510,11 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"exported to {written} ({args.gguf_type}; run with `llama-completion -m {written}` "
                   "or an Ollama Modelfile `FROM` line)\n")
         return 0
-    from engine.export import export_hf, export_peft
+    from engine.export import export_hf_and_adapters
 
-    written = export_hf(run_dir, target)
-    if load_config(run_dir / "config.toml").lora.enabled:
-        adapter, base = export_peft(run_dir)
+    written, adapters = export_hf_and_adapters(run_dir, target)
+    if adapters is not None:
+        adapter, base = adapters
         out.write(f"exported the merged model (adapters folded in, float32) to {written} (load with "
                   f"AutoModelForCausalLM.from_pretrained)\n"
                   f"exported the adapters to {adapter} (peft) and their base model to {base}: "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from engine.config import ModelConfig
+from engine.config import ModelConfig, load_config
 from engine.data.tokenizer import TextTokenizer
 from engine.errors import UserFacingError
 from engine.generation import load_run
@@ -44,6 +44,14 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: Path | Non
     weights = merged_state_dict(run.model) if is_adapted(run.model) else run.model.state_dict()
     return _write_hf_folder(out_dir, run.model.config, weights, run.tokenizer,
                             {"run_dir": str(run_dir), "step": run.step, "merged_lora": is_adapted(run.model)})
+
+
+def export_hf_and_adapters(run_dir: Path, out_dir: Path | None = None) -> tuple[Path, tuple[Path, Path] | None]:
+    """What `lightlm-tui export RUN_DIR` writes in Hugging Face form: the (merged) model folder,
+    and for a LoRA run also its peft adapter folder and base folder (`export_peft`)."""
+    written = export_hf(run_dir, out_dir)
+    run_config = load_config(Path(run_dir) / "config.toml")
+    return written, export_peft(run_dir) if run_config.lora.enabled else None
 
 
 def export_peft(run_dir: Path, out_dir: Path | None = None, checkpoint: Path | None = None,

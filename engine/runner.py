@@ -207,9 +207,12 @@ class EngineRunner:
 
             target = export_gguf(command.run_dir, command.out_dir, command.gguf_type)
         else:
-            from engine.export import export_hf
+            from engine.export import export_hf_and_adapters
 
-            target = export_hf(command.run_dir, command.out_dir)
+            target, adapters = export_hf_and_adapters(command.run_dir, command.out_dir)
+            if adapters is not None:  # a LoRA run: the model above is merged; the adapters go beside it
+                self.listener(LogLine("info", f"LoRA adapters exported for peft to {adapters[0]} (their base "
+                                              f"model: {adapters[1]})"))
         self.listener(ExportFinished(str(command.run_dir), str(target), command.format))
 
     def _generate(self, command: Generate) -> None:
