@@ -30,7 +30,8 @@ APP_OUTPUT_LOG = "app-output.log"  # under the cache dir: what libraries wrote w
 
 
 class LightLMApp(App):
-    """LightLM TUI. Starts on the hardware screen, or on the Monitor of `monitor_dir`."""
+    """LightLM TUI. Starts on the hardware screen, on the Monitor of `monitor_dir`, or on a
+    comparison of `compare_dirs`."""
 
     TITLE = "LightLM"
     BINDINGS = [
@@ -40,9 +41,10 @@ class LightLMApp(App):
         Binding("ctrl+c", "quit", "Quit", show=False),
     ]
 
-    def __init__(self, monitor_dir: Path | None = None) -> None:
+    def __init__(self, monitor_dir: Path | None = None, compare_dirs: list[Path] | None = None) -> None:
         super().__init__()
         self.monitor_dir = monitor_dir
+        self.compare_dirs = compare_dirs
         self._bridge: EngineBridge | None = None
 
     @property
@@ -57,7 +59,18 @@ class LightLMApp(App):
         yield from binding_commands(screen)
 
     def on_mount(self) -> None:
-        self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())
+        if self.compare_dirs:
+            self.show_compare(self.compare_dirs)
+        else:
+            self.push_screen(MonitorScreen(self.monitor_dir) if self.monitor_dir else HardwareScreen())
+
+    def show_compare(self, run_dirs: list[Path]) -> Screen:
+        """Two or more runs' curves overlaid, and the settings that differ between them."""
+        from lightlm_tui.screens.compare import CompareScreen
+
+        screen = CompareScreen(run_dirs)
+        self.push_screen(screen)
+        return screen
 
     def show_config(self, config: RunConfig | None = None, plan_budget_s: float = 0.0) -> ConfigScreen:
         """The Config screen, on `config` or the laptop preset; with `plan_budget_s`, sized for
@@ -149,12 +162,12 @@ class LightLMApp(App):
             self._bridge.close()  # a run in progress stops with a checkpoint
 
 
-def make_app(monitor_dir: Path | None = None) -> LightLMApp:
+def make_app(monitor_dir: Path | None = None, compare_dirs: list[Path] | None = None) -> LightLMApp:
     """The app as the CLI and the tests build it."""
-    return LightLMApp(monitor_dir)
+    return LightLMApp(monitor_dir, compare_dirs)
 
 
-def run_app(monitor_dir: Path | None = None) -> int:
+def run_app(monitor_dir: Path | None = None, compare_dirs: list[Path] | None = None) -> int:
     """Run the app in this terminal; returns the exit code.
 
     TEXTUAL_COLOR_SYSTEM (e.g. "standard" for a 16-colour SSH terminal) and TEXTUAL_FPS are
@@ -163,6 +176,6 @@ def run_app(monitor_dir: Path | None = None) -> int:
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
     with stray_output_to(cache_dir() / APP_OUTPUT_LOG) as log_path:
-        make_app(monitor_dir).run()
+        make_app(monitor_dir, compare_dirs).run()
     sys.stderr.write(caught_summary(log_path))
     return 0

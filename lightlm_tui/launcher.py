@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_app()
     if argv[0] == "monitor":
         return _monitor(argv[1:])
+    if argv[0] == "compare":
+        return _compare(argv[1:])
     from engine.cli import main as cli_main
 
     return cli_main(argv)
@@ -36,6 +38,23 @@ def _monitor(argv: list[str]) -> int:
     from lightlm_tui.app import run_app
 
     return run_app(run_dir)
+
+
+def _compare(argv: list[str]) -> int:
+    """`lightlm-tui compare RUN_DIR RUN_DIR ...`: two or more runs overlaid (live ones follow)."""
+    from pathlib import Path
+
+    if len(argv) < 2 or any(a.startswith("-") for a in argv):
+        sys.stderr.write("usage: lightlm-tui compare RUN_DIR RUN_DIR [RUN_DIR ...]\n")
+        return 2
+    run_dirs = [Path(a) for a in argv]
+    for run_dir in run_dirs:
+        if not (run_dir / "events.jsonl").is_file():
+            sys.stderr.write(f"lightlm-tui: {run_dir} has no events.jsonl; is it a run directory?\n")
+            return 2
+    from lightlm_tui.app import run_app
+
+    return run_app(compare_dirs=run_dirs)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Enter opens a run in the Monitor (following its events.jsonl), r resumes it from its latest
 checkpoint, x exports it (a Hugging Face folder or a GGUF file, on the engine thread), g samples
 from it, f fine-tunes it (the Config screen set up to start from it with LoRA on, and the data
-source picker open for the new text).
+source picker open for the new text). Space marks runs and c compares the marked ones
+(screens/compare.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class RunsScreen(Screen):
         Binding("x", "export", "Export"),
         Binding("g", "playground", "Generate"),
         Binding("f", "fine_tune", "Fine-tune"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
         Binding("f5", "reload", "Reload"),
         Binding("escape", "app.pop_screen", "Back"),
     ]
@@ -51,6 +54,7 @@ class RunsScreen(Screen):
         super().__init__()
         self.runs_dir = Path(runs_dir)
         self.paths: dict[str, Path] = {}
+        self.marked: list[str] = []  # run paths marked for a comparison, in the order marked
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -73,10 +77,33 @@ class RunsScreen(Screen):
         self.paths = {str(r.path): r.path for r in runs}
         for run in runs:
             bpb = f"{run.best_val_bpb:.4f}" if run.best_val_bpb is not None else "-"
-            table.add_row(run.name, run.status, f"{run.step:,} / {run.total_steps:,}", parameters_cell(run), bpb,
-                          key=str(run.path))
+            table.add_row(self._name_cell(str(run.path)), run.status, f"{run.step:,} / {run.total_steps:,}",
+                          parameters_cell(run), bpb, key=str(run.path))
+        self.marked = [key for key in self.marked if key in self.paths]
         count = f"{len(runs)} run(s)" if runs else "no runs yet"
         self.query_one("#where", Static).update(f"{count} in {self.runs_dir.resolve()}")
+
+    def _name_cell(self, key: str) -> str:
+        return f"* {self.paths[key].name}" if key in self.marked else self.paths[key].name
+
+    def action_mark(self) -> None:
+        """Mark (or unmark) the highlighted run for a comparison (c)."""
+        run_dir = self.selected()
+        if run_dir is None:
+            return
+        key = str(run_dir)
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self.query_one(DataTable).update_cell(key, "run", self._name_cell(key))
+
+    def action_compare(self) -> None:
+        """The marked runs overlaid on one plot, with the settings that differ."""
+        if len(self.marked) < 2:
+            self.notify("mark two or more runs with space first, then c compares them", severity="warning")
+            return
+        self.app.show_compare([self.paths[key] for key in self.marked])
 
     def selected(self) -> Path | None:
         table = self.query_one(DataTable)
