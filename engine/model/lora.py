@@ -55,11 +55,13 @@ class LoraLinear(nn.Linear):
         super().__init__(base.in_features, base.out_features, bias=False, device="meta")
         self.weight = base.weight  # the same tensor: the base's key, values and memory
         self.weight.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
         # peft's default A init (init_lora_weights=True): nn.Linear's own, drawn from `generator`
-        # so the adapters of a run depend on its seed alone, not on what ran before.
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)
+        # so the adapters of a run depend on its seed alone, not on what ran before. Drawn on the
+        # CPU (the generator's device, and the same numbers on any device), then moved.
+        a = torch.empty(rank, base.in_features)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        self.lora_A = nn.Parameter(a.to(base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
         self.scaling = scaling
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
