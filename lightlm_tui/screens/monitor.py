@@ -161,7 +161,9 @@ class MonitorScreen(Screen):
                 )
         log = self.query_one("#log", RichLog)
         lines = list(view.log)
-        width = max(20, log.size.width - 2)
+        width = log.scrollable_content_region.width
+        if width < 20:
+            return  # not laid out yet: the lines are written once their width is known
         for line in lines[self._log_shown:]:
             log.write(one_row(line, width))  # one row each: a long path is shortened, not wrapped
         self._log_shown = len(lines)
@@ -172,7 +174,7 @@ class MonitorScreen(Screen):
         if plot.show(view.loss, view.val_loss, view.total_steps):
             val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
             self.query_one("#loss-label", Label).update(
-                f"loss: train {view.loss[-1][1]:.3f}{val} | {plot.mode_text()}")
+                f"train {view.loss[-1][1]:.3f}{val} | {plot.mode_text()} (y, m)")
 
     def _status_line(self) -> str:
         view = self.view
