@@ -213,13 +213,19 @@ def test_mixture_of_experts_feed_forwards_stay_frozen(base_run):
     from engine.config.schema import ModelConfig
 
     moe = ModelConfig(vocab_size=64, num_dims=32, num_heads=4, num_kv_heads=2, num_layers=1, ffn_hidden_dims=32,
-                      context_len=16, use_moe=True, moe_num_experts=2)
+                      context_len=16, use_moe=True, moe_num_experts=2, use_lossfreebalance=True)
     config = dataclasses.replace(RunConfig(), model=moe, train=dataclasses.replace(RunConfig().train, init_from="x"),
                                  lora=LoraConfig(enabled=True, target_modules=("mlp",)))
     assert any("experts are stacked tensors" in str(p) for p in validate(config))
     model = build_model(moe, lora=LoraConfig(enabled=True, target_modules=("all-linear",)))
     adapted = [n for n, m in model.named_modules() if isinstance(m, LoraLinear)]
     assert adapted == [f"layers.0.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    # The routing bias is the base's too: training the adapters does not move it.
+    bias = model.layers[0].mlp.expert_bias.clone()
+    model(torch.randint(0, 64, (2, 8)))
+    model.after_optimizer_step()
+    assert torch.equal(model.layers[0].mlp.expert_bias, bias)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
 
 def test_init_from_refuses_what_it_cannot_use(base_run, tmp_path, token_cache):

@@ -8,7 +8,7 @@ The wrapped layer keeps its `weight` under the same name, so a base checkpoint l
 adapted model unchanged and only `lora_A` / `lora_B` are new keys. Only the exact projection
 paths of the blocks are targets (`layers.N.self_attn.q_proj`, `layers.N.mlp.gate_proj`, ...):
 a mixture-of-experts feed-forward has no such paths (its experts are stacked tensors, its
-router a bare weight), so its experts, shared experts and router stay frozen.
+router a bare weight), so its experts, shared experts, router and routing bias stay frozen.
 
 peft's names (peft.tuners.lora.model, as read in peft 0.21): the adapter file holds
 `base_model.model.<HF name of the layer>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r];
@@ -109,6 +109,10 @@ def apply_lora(model: Transformer, lora: LoraConfig, seed: int = 0) -> list[str]
                             f"{min(module.in_features, module.out_features)}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    for moe in model.moe_layers():
+        # The loss-free routing bias is part of the frozen base too: left moving, the adapted model
+        # would drift from the base its peft export names.
+        moe.bias_update_rate = 0.0
     generator = torch.Generator().manual_seed(seed)
     scaling = lora_scaling(lora)
     for path in paths:
