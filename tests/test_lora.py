@@ -279,3 +279,41 @@ def test_full_fine_tune_starts_from_the_base_weights(base_run, tmp_path, token_c
     assert started.trainable_params == started.params
     # From trained weights, the first loss is far below a fresh model's (about ln 512).
     assert trainer.losses[0] < math.log(512) - 1.0
+
+
+@pytest.mark.parametrize("loss_free", [False, True], ids=["mixtral", "glm4moe"])
+def test_peft_adapters_on_a_mixture_of_experts_base_give_equal_logits(loss_free):
+    """The attention adapters of a MoE model under peft's names fit the Hugging Face MoE its base
+    exports as (Mixtral for softmax routing, Glm4Moe for loss-free routing)."""
+    import transformers
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model, set_peft_model_state_dict
+
+    from engine.config.schema import ModelConfig
+    from engine.model.hf_compat import hf_config_kwargs, to_hf_state_dict
+    from engine.model.lora import peft_adapter_config, peft_state_dict
+
+    moe = ModelConfig(vocab_size=64, num_dims=32, num_heads=4, num_kv_heads=2, num_layers=2, ffn_hidden_dims=32,
+                      context_len=16, use_moe=True, moe_num_experts=4, moe_active_experts=2,
+                      use_lossfreebalance=loss_free)
+    lora = LoraConfig(enabled=True, rank=4, target_modules=("all-linear",))
+    base = build_model(moe, seed=0)
+    ours = build_model(moe, seed=0, lora=lora)
+    ours.load_state_dict(base.state_dict(), strict=False)
+    for module in ours.modules():
+        if isinstance(module, LoraLinear):
+            torch.nn.init.normal_(module.lora_B, std=0.1, generator=torch.Generator().manual_seed(3))
+    config_class, kwargs = hf_config_kwargs(moe)
+    hf = getattr(transformers, config_class.replace("Config", "ForCausalLM"))(
+        getattr(transformers, config_class)(**kwargs)).eval()
+    hf.load_state_dict(to_hf_state_dict(base.state_dict(), moe), strict=False)
+    adapter = peft_adapter_config(lora, "base", ours.lora_paths)
+    assert adapter["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    model = get_peft_model(hf, PeftLoraConfig(r=4, lora_alpha=adapter["lora_alpha"],
+                                              target_modules=adapter["target_modules"], task_type="CAUSAL_LM"))
+    assert set_peft_model_state_dict(model, peft_state_dict(ours)).unexpected_keys == []
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(4))
+    ours.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx).logits, ours(idx)[0], rtol=0, atol=1e-5)
+        with model.disable_adapter():
+            assert (model(idx).logits - ours(idx)[0]).abs().max() > 1e-2
