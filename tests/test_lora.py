@@ -317,3 +317,25 @@ def test_peft_adapters_on_a_mixture_of_experts_base_give_equal_logits(loss_free)
         torch.testing.assert_close(model(idx).logits, ours(idx)[0], rtol=0, atol=1e-5)
         with model.disable_adapter():
             assert (model(idx).logits - ours(idx)[0]).abs().max() > 1e-2
+
+
+def test_old_lora_keys_in_train_load_with_their_defaults_and_point_to_the_lora_section():
+    from engine.config import ConfigError, loads_config
+
+    old = ('[train]\nuse_lora = false\nlora_rank = 8\nlora_alpha = 16.0\n'
+           'lora_target_modules = ["q_proj", "v_proj"]\n')
+    assert loads_config(old).lora == LoraConfig()
+    with pytest.raises(ConfigError, match=r"LoRA settings live in the \[lora\] section now: write enabled = true"):
+        loads_config("[train]\nuse_lora = true\n")
+    assert loads_config("[lora]\nenabled = true\nrank = 4\ntarget_modules = [\"attn\"]\n").lora.rank == 4
+
+
+@pytest.mark.parametrize("targets", [("attn", "mlp"), ("q_proj", "v_proj"), ("all-linear",), ("down_proj",)])
+def test_the_adapter_count_estimate_matches_the_model(targets):
+    from engine.config.finetune import lora_parameter_count
+    from engine.config.schema import ModelConfig
+
+    config = ModelConfig(vocab_size=512, num_dims=64, num_heads=4, num_kv_heads=2, num_layers=2,
+                         ffn_hidden_dims=128, context_len=64)
+    model = build_model(config, lora=LoraConfig(enabled=True, rank=4, target_modules=targets))
+    assert lora_parameter_count(config, targets, 4) == model.num_trainable_parameters()
