@@ -339,3 +339,17 @@ def test_the_adapter_count_estimate_matches_the_model(targets):
                          ffn_hidden_dims=128, context_len=64)
     model = build_model(config, lora=LoraConfig(enabled=True, rank=4, target_modules=targets))
     assert lora_parameter_count(config, targets, 4) == model.num_trainable_parameters()
+
+
+def test_a_base_whose_bpe_came_out_smaller_than_its_vocabulary_fine_tunes(base_run, tmp_path, token_cache):
+    """A BPE trained on a small corpus can have fewer tokens than model.vocab_size; the base kept
+    its size, and its fine-tune (same tokenizer folder) must accept that."""
+    small = make_tiny_run_config(token_cache, str(tmp_path / "runs"), max_steps=3, eval_interval=3)
+    small = dataclasses.replace(small, data=dataclasses.replace(small.data, source=str(base_run.parent / "notes.jsonl")))
+    trainer, finished, _ = train(small, tmp_path / "small-base")
+    assert finished.status == "completed", finished.message
+    assert trainer.store.meta.vocab_size < small.model.vocab_size
+    config = replace_train(lora_config(tmp_path / "small-base", tmp_path, token_cache), max_steps=3)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=small.data.source))
+    _, finished, _ = train(config, tmp_path / "lora")
+    assert finished.status == "completed", finished.message

@@ -247,12 +247,14 @@ class Trainer:
                 f"the tokenizer has {tokens} tokens but model.vocab_size is {model}; "
                 f"set model.vocab_size = {tokens}."
             )
-        if tokens < model and self.config.data.tokenizer != "bpe":
+        # A fine-tune's tokenizer is its base's, and so is the vocabulary size it kept (a BPE that
+        # came out smaller than asked leaves the base's unused rows; they stay unused here).
+        if tokens < model and self.config.data.tokenizer != "bpe" and not self.config.train.init_from:
             raise TrainingError(
                 f"the tokenizer ({self.config.data.tokenizer}) has {tokens} tokens but model.vocab_size is "
                 f"{model}; set model.vocab_size = {tokens}."
             )
-        if tokens < model:
+        if tokens < model and not self.config.train.init_from:
             self._log(f"the corpus supported only {tokens} BPE tokens of the {model} asked for; "
                       "the model keeps its size (unused rows stay untrained)", "warning")
 
