@@ -2,8 +2,8 @@
 
     python docs/screens/make_screenshots.py
 
-Trains a small run in a temporary folder first (about 20 s), so the Monitor, Playground and
-Runs screens show real data.
+Trains two small runs in a temporary folder first (about 20 s each), so the Monitor,
+Playground, Runs and comparison screens show real data.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ async def main() -> None:
         log = EventLog(run_dir)
         Trainer(config, run_dir, log.write).run()
         log.close()
+        # A second run, for the comparison: the same model at a higher learning rate.
+        other = dataclasses.replace(config, name="tiny-lr3e-3",
+                                    train=dataclasses.replace(config.train, learning_rate=3e-3))
+        other_dir = Path(scratch) / "runs" / "tiny-lr3e-3"
+        log = EventLog(other_dir)
+        Trainer(other, other_dir, log.write).run()
+        log.close()
 
         app = make_app()
         async with app.run_test(size=SIZE) as pilot:
@@ -75,6 +82,12 @@ async def main() -> None:
             runs = app.action_runs(Path(scratch) / "runs")
             await settle(pilot, lambda: app.screen is runs and runs.query_one(DataTable).row_count > 0)
             app.save_screenshot("runs.svg", str(HERE))
+            await pilot.press("space", "down", "space", "c")
+            await settle(pilot, lambda: app.screen is not runs and "-" not in [
+                str(c) for c in app.screen.query_one(DataTable).get_row_at(0)[1:]])
+            app.save_screenshot("compare.svg", str(HERE))
+            await pilot.press("escape")
+            await settle(pilot, lambda: app.screen is runs)
             playground = app.show_playground(run_dir)
             await settle(pilot, lambda: app.screen is playground)
             playground.query_one("#prompt").value = "def "

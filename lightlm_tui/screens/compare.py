@@ -54,7 +54,7 @@ class CompareScreen(Screen):
     CompareScreen #note.warning { color: $warning; }
     CompareScreen #legend { height: auto; max-height: 2; padding: 0 1; }
     CompareScreen #plot { height: 1fr; min-height: 8; }
-    CompareScreen #table { height: auto; max-height: 9; }
+    CompareScreen #table { height: auto; max-height: 8; }
     """
 
     def __init__(self, run_dirs: list[Path]) -> None:
