@@ -321,9 +321,10 @@ def _warn_about_memory(config: RunConfig, out: TextIO) -> None:
         import torch
 
         free, _ = torch.cuda.mem_get_info()
-        shortfall = memory_shortfall(config.model, config.train, free, "GPU memory", "cuda")
+        shortfall = memory_shortfall(config.model, config.train, free, "GPU memory", "cuda", lora=config.lora)
     else:
-        shortfall = memory_shortfall(config.model, config.train, psutil.virtual_memory().available)
+        shortfall = memory_shortfall(config.model, config.train, psutil.virtual_memory().available,
+                                     lora=config.lora)
     if shortfall:
         out.write(f"warning: {shortfall}\n")
 

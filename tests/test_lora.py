@@ -353,3 +353,25 @@ def test_a_base_whose_bpe_came_out_smaller_than_its_vocabulary_fine_tunes(base_r
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, source=small.data.source))
     _, finished, _ = train(config, tmp_path / "lora")
     assert finished.status == "completed", finished.message
+
+
+def test_the_memory_estimate_counts_gradients_and_optimizer_state_for_the_adapters_alone():
+    from engine.config import RunConfig
+    from engine.config.schema import ModelConfig
+    from engine.model.estimates import training_memory
+
+    config = ModelConfig(vocab_size=512, num_dims=64, num_heads=4, num_kv_heads=2, num_layers=2,
+                         ffn_hidden_dims=128, context_len=64)
+    lora = LoraConfig(enabled=True, rank=4)
+    run = dataclasses.replace(RunConfig(), model=config, lora=lora)
+    model = build_model(config, lora=lora)
+    optimizer = build_optimizer(model, run, torch.device("cpu"))
+    model(torch.randint(0, 512, (2, 16)), torch.randint(0, 512, (2, 16)))[1].backward()
+    optimizer.step()
+    state_bytes = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+                      if torch.is_tensor(t) and t.dim() > 0)
+    estimate = training_memory(config, run.train, lora=lora)
+    assert estimate.optimizer == state_bytes
+    assert estimate.gradients == 4 * model.num_trainable_parameters()
+    assert estimate.weights == 4 * model.num_parameters()
+    assert estimate.total < training_memory(config, run.train).total

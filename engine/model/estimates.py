@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from engine.model.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig, TrainConfig
+from engine.config.finetune import lora_parameter_count
+from engine.config.schema import LoraConfig
 
 ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32 each
 MUON_STATES = 1  # a momentum buffer, fp32
@@ -129,19 +131,26 @@ def activation_bytes(
 
 
 def training_memory(
-    model: ModelConfig, train: TrainConfig, low_precision: bool | None = None, device_type: str = "cpu"
+    model: ModelConfig, train: TrainConfig, low_precision: bool | None = None, device_type: str = "cpu",
+    lora: LoraConfig | None = None,
 ) -> MemoryEstimate:
     """Memory of one training process: fp32 weights, gradients and optimizer state, the saved
-    activations of one micro-batch, and the logits' gradient alive as backward starts."""
+    activations of one micro-batch, and the logits' gradient alive as backward starts. With an
+    enabled `lora`, only the adapters have gradients and (AdamW) optimizer state; backward still
+    runs through every layer, so the activations stay."""
     if low_precision is None:
         low_precision = train.use_dtype != "float32"
     params = parameter_count(model)
     tokens = train.batch_size * train.max_seq_len
     logit_bytes = 2 if low_precision else 4
+    trained, optimizer = params, optimizer_bytes(model, train.optimizer)
+    if lora is not None and lora.enabled:
+        trained = lora_parameter_count(model, lora.target_modules, lora.rank)
+        params, optimizer = params + trained, 4 * ADAMW_STATES * trained
     return MemoryEstimate(
         weights=4 * params,
-        gradients=4 * params,
-        optimizer=optimizer_bytes(model, train.optimizer),
+        gradients=4 * trained,
+        optimizer=optimizer,
         activations=activation_bytes(
             model, train.batch_size, train.max_seq_len, low_precision, train.gradient_checkpointing,
             device_type,
@@ -151,13 +160,13 @@ def training_memory(
 
 
 def memory_shortfall(model: ModelConfig, train: TrainConfig, available_bytes: int, where: str = "RAM",
-                     device_type: str = "cpu") -> str | None:
+                     device_type: str = "cpu", lora: LoraConfig | None = None) -> str | None:
     """A sentence when the estimate says training will not fit in `available_bytes` (free RAM,
     or free memory on the GPU), with the figures and what to change; None when it fits.
 
     Under DDP on one machine every process holds its own copy: the estimate counts them all
     (on a GPU each process has its own device, so one copy is what one device must hold)."""
-    estimate = training_memory(model, train, device_type=device_type)
+    estimate = training_memory(model, train, device_type=device_type, lora=lora)
     copies = train.processes if device_type == "cpu" else 1
     needed = estimate.total * copies
     if needed <= available_bytes:

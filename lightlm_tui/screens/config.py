@@ -197,11 +197,12 @@ class ConfigScreen(Screen):
         """The estimate against the RAM free now (a GPU's memory is checked by the engine)."""
         import psutil
 
-        return memory_shortfall(self.config.model, self.config.train, psutil.virtual_memory().available)
+        return memory_shortfall(self.config.model, self.config.train, psutil.virtual_memory().available,
+                                lora=self.config.lora)
 
     def side_text(self) -> str:
         m, t = self.config.model, self.config.train
-        memory = training_memory(m, t)
+        memory = training_memory(m, t, lora=self.config.lora)
         ram = f" of {self.ram_bytes / 2**30:.0f} GiB" if self.ram_bytes else ""
         return "\n".join([
             "run length",
@@ -219,18 +220,18 @@ class ConfigScreen(Screen):
             f"  weights {memory.weights / 2**20:,.1f}",
             f"  optim.  {memory.optimizer / 2**20:,.1f}",
             f"  activ.  {memory.activations / 2**20:,.1f}",
-            *self.lora_lines(memory.gradients + memory.optimizer),
+            *self.lora_lines(memory.total),
         ])
 
-    def lora_lines(self, gradient_and_optimizer_bytes: int) -> list[str]:
-        """With LoRA on: trainable vs total parameters, and the gradient and optimizer memory the
-        frozen base weights no longer need (the estimate above counts every weight as trained)."""
-        lora, m = self.config.lora, self.config.model
+    def lora_lines(self, lora_total_bytes: int) -> list[str]:
+        """With LoRA on: trainable vs total parameters, and the memory saved against training
+        every weight (the gradients and optimizer state the frozen base no longer needs)."""
+        lora, m, t = self.config.lora, self.config.model, self.config.train
         if not lora.enabled:
             return []
         total = parameter_count(m)
         trainable = lora_parameter_count(m, lora.target_modules, lora.rank)
-        saved = gradient_and_optimizer_bytes * (1 - trainable / max(total, 1))
+        saved = training_memory(m, t).total - lora_total_bytes
         return [
             "LoRA trainable",
             f"  {trainable:,} of {total + trainable:,}",
