@@ -181,12 +181,16 @@ def cmd_presets(out: TextIO) -> int:
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     config = resolve_config(args)
     problems = validate(config)
-    m, t = config.model, config.train
-    memory = training_memory(m, t)
+    m, t, lora = config.model, config.train, config.lora
+    memory = training_memory(m, t, lora=lora)
+    from engine.config.finetune import lora_parameter_count
+
+    adapters = lora_parameter_count(m, lora.target_modules, lora.rank) if lora.enabled else 0
     summary = {
         "name": config.name,
-        "parameters": parameter_count(m),
-        "active_parameters": active_parameter_count(m),  # per token; less than parameters for MoE
+        "parameters": parameter_count(m) + adapters,
+        "trainable_parameters": adapters or parameter_count(m),  # a LoRA run trains its adapters alone
+        "active_parameters": active_parameter_count(m) + adapters,  # per token; less than parameters for MoE
         "flops_per_token": flops_per_token(m, t.max_seq_len),
         "tokens_per_step": t.tokens_per_step,
         "memory_bytes": {
@@ -207,7 +211,8 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
             f"vocab {m.vocab_size}, context {m.context_len}\n"
             f"  parameters        {summary['parameters']:,}"
             + (f" total, {summary['active_parameters']:,} active per token ({m.moe_active_experts} of "
-               f"{m.moe_num_experts} experts + {m.moe_shared_experts} shared)" if m.use_moe else "") + "\n"
+               f"{m.moe_num_experts} experts + {m.moe_shared_experts} shared)" if m.use_moe else "")
+            + (f", {adapters:,} trainable (LoRA rank {lora.rank})" if adapters else "") + "\n"
             f"  FLOPs per token   {summary['flops_per_token']:,} (training, seq {t.max_seq_len})\n"
             f"  tokens per step   {t.tokens_per_step:,} ({t.batch_size} x {t.max_seq_len} x "
             f"{t.accumulation_steps} accumulation)\n"

@@ -52,3 +52,13 @@ def test_init_from_refusals_are_one_sentence(tiny_run_config, tmp_path):
     assert code == 2 and "vproj is not a layer" in err and "set train.init_from" in err
     code, _, err = run_cli("train", "--config", str(config_path), "--init-from", str(tmp_path), "--budget", "5m")
     assert code == 2 and "a fine-tune keeps its base's shape" in err
+
+
+def test_inspect_shows_the_adapters_as_the_trainable_parameters():
+    code, out, _ = run_cli("inspect", "--json", "--set", "lora.enabled=true", "--set", "lora.rank=4",
+                           "--set", "lora.target_modules=q_proj,v_proj")
+    summary = json.loads(out)
+    # 4 layers of q (256 -> 256) and v (256 -> 128): 4 x 4 x (512 + 384) adapter parameters.
+    assert summary["trainable_parameters"] == 4 * 4 * (512 + 384)
+    assert summary["parameters"] > 100 * summary["trainable_parameters"]
+    assert code == 2 and any("set train.init_from" in p for p in summary["problems"])
