@@ -72,25 +72,33 @@ class RunCurves:
         self.tokenizer_id = tokenizer_id(self.path, self.settings)
 
     def follow(self) -> bool:
-        """Fold the events appended since the last call; returns whether there were any."""
+        """Fold the events appended since the last call; returns whether there were any.
+        Called from one thread (the screen's reader); the parsing happens outside the lock the
+        UI's reads take, so a long log read for the first time never holds the UI."""
         path = self.path / EVENTS_FILE
         if not path.is_file():
             return False
-        with self._lock, open(path, "rb") as handle:
+        events = []
+        with open(path, "rb") as handle:
             handle.seek(self._offset)
-            found = False
             for line in handle:
                 if not line.endswith(b"\n"):
                     break  # still being written: read it whole next time
                 self._offset += len(line)
                 try:
-                    self._fold(json.loads(line))
-                    found = True
-                except (ValueError, KeyError, TypeError):
+                    events.append(json.loads(line))
+                except ValueError:
                     continue
-            if found:
-                self.version += 1
-            return found
+        if not events:
+            return False
+        with self._lock:
+            for event in events:
+                try:
+                    self._fold(event)
+                except (KeyError, TypeError, ValueError):
+                    continue
+            self.version += 1
+        return True
 
     def _fold(self, event: dict) -> None:
         kind = event["type"]

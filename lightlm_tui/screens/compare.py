@@ -32,7 +32,7 @@ from lightlm_tui.run_compare import (
     differing_settings,
     tokenizers_differ,
 )
-from lightlm_tui.widgets.compare_plot import ComparePlot
+from lightlm_tui.widgets.compare_plot import ComparePlot, decimated
 
 REDRAW_HZ = 4  # as the Monitor
 FOLLOW_S = 0.5  # how often the runs' event logs are read for new lines
@@ -63,6 +63,7 @@ class CompareScreen(Screen):
         self.axis = "tokens"
         self.metric = "val_bpb"
         self._drawn: tuple = ()
+        self._decimated: dict[int, tuple] = {}  # run index -> (what it was cut from, (xs, ys))
         self._stop = threading.Event()
 
     def compose(self) -> ComposeResult:
@@ -126,9 +127,16 @@ class CompareScreen(Screen):
 
     def _draw_plot(self) -> None:
         differ = tokenizers_differ(self.runs)
-        series = [(COLOURS[i % len(COLOURS)], run.series(self.metric, self.axis, in_bits_per_byte=differ),
-                   self.metric == "val_bpb") for i, run in enumerate(self.runs)]
-        self.query_one(ComparePlot).show(series, X_LABELS[self.axis])
+        plot = self.query_one(ComparePlot)
+        series = []
+        for i, run in enumerate(self.runs):
+            # A finished run's curve is cut to the plot's width once, not at every redraw.
+            key = (run.version, self.metric, self.axis, differ, plot.columns())
+            cached = self._decimated.get(i)
+            if cached is None or cached[0] != key:
+                cached = self._decimated[i] = (key, decimated(run.series(self.metric, self.axis, differ), key[-1]))
+            series.append((COLOURS[i % len(COLOURS)], cached[1], self.metric == "val_bpb"))
+        plot.show(series, X_LABELS[self.axis])
 
     def _fill_table(self) -> None:
         table = self.query_one(DataTable)

@@ -23,25 +23,29 @@ class ComparePlot(PlotWidget):
         super().__init__(allow_pan_and_zoom=False, **kwargs)
         self.log_y = False
 
-    def show(self, series: Sequence[tuple[str, list[tuple[float, float]], bool]], x_label: str) -> None:
-        """`series`: (colour, (x, y) points, as points rather than a line) for each run."""
+    def columns(self) -> int:
+        """How many points across a run's curve is cut to (about two per column)."""
+        return max(10, self.size.width - 8)
+
+    def show(self, series: Sequence[tuple[str, tuple[list[float], list[float]], bool]], x_label: str) -> None:
+        """`series`: (colour, (xs, ys) already decimated, as points rather than a line) for each run."""
         self.clear()
-        columns = max(10, self.size.width - 8)
         x_max = 0.0
         self.set_y_formatter(LogAxisFormatter() if self.log_y else NumericAxisFormatter())
-        for colour, points, scatter in series:
-            if not points:
+        for colour, (xs, ys), scatter in series:
+            if not xs:
                 continue
-            points = sorted(points)  # a resumed run may repeat steps: x must not go back
-            xs, ys = decimate_points(points, columns)
             if self.log_y:
                 ys = log10_safe(ys)
             x_max = max(x_max, xs[-1])
             if scatter or len(xs) < 3:
                 self.scatter(xs, ys, marker="*", marker_style=colour)
-                if len(xs) > 1:
-                    self.plot(xs, ys, line_style=colour, hires_mode=HiResMode.BRAILLE)
-            else:
+            if len(xs) > 1:
                 self.plot(xs, ys, line_style=colour, hires_mode=HiResMode.BRAILLE)
         self.set_xlabel(x_label)
         self.set_xlimits(0, x_max or 1)
+
+
+def decimated(points: list[tuple[float, float]], columns: int) -> tuple[list[float], list[float]]:
+    """`points` in x order (a resumed run may repeat steps), cut to about two per column."""
+    return decimate_points(sorted(points), columns)
