@@ -59,3 +59,22 @@ def test_run_length_says_time_for_a_budget_and_steps_otherwise():
     assert "steps; time unknown until it runs" in run_length(tiny)
     budgeted = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, time_budget_s=300.0))
     assert run_length(budgeted) == "5m (time budget: the clock ends it)"
+
+
+async def test_t_before_the_plan_comes_starts_the_planned_run_once_it_does(tmp_path, monkeypatch):
+    from lightlm_tui.screens.monitor import MonitorScreen
+
+    monkeypatch.chdir(tmp_path)  # the first run's runs_dir is ./runs
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.show_first_run()
+        await wait_for(lambda: app.screen is screen and screen.query_one(DataTable).row_count > 0, pilot)
+        await pilot.press("t")
+        assert screen.planning_for == 300 or isinstance(app.screen, MonitorScreen)
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen), pilot, timeout=180)
+        monitor = app.screen
+        await wait_for(lambda: monitor.view.run_dir, pilot)
+        assert monitor.view.time_budget_s == 300  # the planned run, on the clock
+        app.bridge.control("stop")  # the test needs its start, not its 5 minutes
+        await wait_for(lambda: monitor.view.finished is not None, pilot)
+        assert (tmp_path / "runs").is_dir()
