@@ -88,8 +88,8 @@ def target_paths(model: Transformer, lora: LoraConfig) -> list[str]:
     have = sorted({p.rsplit(".", 1)[1] for p in present}, key=LORA_TARGETS.index)
     paths = [p for p in present if p.rsplit(".", 1)[1] in wanted]
     if unknown or not paths:
-        what = f"{', '.join(unknown)} match{'es' if len(unknown) == 1 else ''} no layer" if unknown else \
-            f"{', '.join(lora.target_modules)} match no linear layer"
+        names = unknown or list(lora.target_modules)
+        what = f"{', '.join(names)} match{'es' if len(names) == 1 else ''} no {'layer' if unknown else 'linear layer'}"
         moe = ("; the mixture-of-experts feed-forwards (experts, shared experts, router) stay frozen"
                if model.config.use_moe else "")
         raise LoraError(f"lora.target_modules: {what}; this model's layers are {', '.join(have)} "
