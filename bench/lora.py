@@ -86,6 +86,8 @@ def run_side(side: str, base_dir: Path, budget_s: float, out_dir: Path) -> dict:
     if finished.status != "completed":
         raise SystemExit(f"{side} failed: {finished.message}")
     tokens = config.train.tokens_per_step
+    if not any(e.tokens_per_s > 0 for e in steps):
+        raise SystemExit(f"{side}: no step was reported within {budget_s:g} s; give it a longer --budget")
     checkpoint = checkpoints_dir(out_dir / side) / latest_name(out_dir / side)
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated()
@@ -120,6 +122,13 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     base = args.base or train_base(work / "base-runs", args.base_budget)
+    # Tokenise the new text once, before any side runs: a cache miss would spend the first
+    # side's budget on data preparation.
+    from engine.data.sources import load_documents
+    from engine.data.token_store import prepare_token_store
+
+    data = side_config("full", base, args.budget, work).data
+    prepare_token_store(load_documents(data), data)
     results: dict[str, list[dict]] = {side: [] for side in SIDES}
     for round_index in range(args.rounds):
         order = SIDES if round_index % 2 == 0 else SIDES[::-1]
@@ -127,7 +136,9 @@ def main() -> None:
             out = work / f"round{round_index}"
             child = subprocess.run(
                 [sys.executable, __file__, "--side", side, "--base", str(base), "--budget", str(args.budget),
-                 "--out", str(out)], capture_output=True, text=True, check=True, cwd=ROOT)
+                 "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+            if child.returncode:
+                raise SystemExit(f"round {round_index + 1} {side} failed:\n{child.stderr[-3000:]}")
             results[side].append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"round {round_index + 1} {side}: {results[side][-1]}", file=sys.stderr)
 
