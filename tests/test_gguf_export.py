@@ -153,6 +153,14 @@ def test_rotary_rows_are_reordered_for_llama_cpp(trained_run, tmp_path, monkeypa
     weights = load_file(weights_file)
     save_file({k: v * 4 if k.endswith(("q_proj.weight", "k_proj.weight")) else v for k, v in weights.items()},
               weights_file)
+    # The checkpoint keeps each file's checksum in state.json: record the new weights' own.
+    import hashlib
+    import json
+
+    state_file = weights_file.parent / "state.json"
+    state = json.loads(state_file.read_text())
+    state["sha256"]["model.safetensors"] = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    state_file.write_text(json.dumps(state))
     run = load_run(run_dir)
     ids = run.tokenizer.encode_batch([TEXTS[1]])[0][:40]
     ours = our_logits(run, ids)

@@ -77,7 +77,7 @@ APP_SIZE_CHILD = textwrap.dedent("""
             Path(sys.argv[1]).write_text(f"{self.size.width}x{self.size.height}")
             self.exit()
 
-    app_module.make_app = lambda monitor_dir=None: SizeProbe()
+    app_module.make_app = lambda *args, **kwargs: SizeProbe()
     sys.exit(app_module.run_app())
 """)
 

