@@ -61,9 +61,12 @@ def default_threads() -> int:
     Measured with bench/threads.py on 2 cores (laptop preset, training on its own thread): 2
     threads gave 27.6k tokens/s alone and 27.2k beside a 20 Hz UI stand-in whose p99 tick lag
     stayed 3.7 ms; 1 thread gave 16.6k / 16.1k. Leaving a core to the UI cost 40 % and bought
-    nothing it needed.
+    nothing it needed. Several ranks on one machine (torchrun sets LOCAL_WORLD_SIZE) share its
+    cores: each gets its share, so none oversubscribes the others (two ranks of two threads on
+    two cores ran 8x slower than one process, measured with bench/ddp.py).
     """
-    return os.cpu_count() or 1
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, (os.cpu_count() or 1) // ranks_here)
 
 
 def setup_compute(use_dtype: str, threads: int | None = None, device: torch.device | None = None) -> ComputeSetup:

@@ -301,6 +301,9 @@ class Trainer:
             if self.state.val_loss is None or self.state.extra.get("eval_step") != self.state.step:
                 self._evaluate()
             self._checkpoint("final" if status == "completed" else "stop")
+            # Ranks leave together: one tearing its connections down while rank 0 still writes
+            # the final checkpoint made the other abort at exit (seen with the laptop preset).
+            self.place.barrier()
             message = "" if status == "completed" else "stopped on request; resume continues from here"
         except StepOutOfMemory:
             return self._fail(self._out_of_memory_at_one(), wall_start)
