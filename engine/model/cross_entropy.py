@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-ELEMENTS_PER_BLOCK = 1 << 20  # a block's fp32 copy is 4 MiB: measured 2.5x faster than 32 MiB blocks
+ELEMENTS_PER_BLOCK = 1 << 20  # a block's fp32 copy is 4 MiB: 2.7x faster than 32 MiB blocks (bench/cross_entropy.py)
 
 
 def _rows_per_block(logits: torch.Tensor) -> int:
