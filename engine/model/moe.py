@@ -91,7 +91,9 @@ class GroupedExperts(nn.Module):
 def use_grouped_mm(x: torch.Tensor, dtype: torch.dtype, expert_shape: torch.Size) -> bool:
     """Grouped matmul where it exists and is fast: CUDA, bf16, compute capability 9.0 or later
     (its kernels' floor), and widths whose rows are 16-byte aligned (multiples of 8 in bf16),
-    which the kernel requires. Elsewhere (the CPU included) the loop over experts runs."""
+    which the kernel requires. Elsewhere (the CPU included) the loop over experts runs: torch's
+    CPU kernel measured 0.97x the loop's tokens/s in training (laptop-shape MoE, bf16, AMD EPYC
+    with native bf16, interleaved A/B, 2026-11-26)."""
     _, c, f = expert_shape
     return (
         x.is_cuda and dtype == torch.bfloat16 and hasattr(torch, "_grouped_mm")
