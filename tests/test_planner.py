@@ -183,3 +183,16 @@ def test_the_plan_trains_with_the_optimizer_its_speed_was_measured_with(optimize
     adamw = plan(300, calibration=dataclasses.replace(fake_calibration(), optimizer="adamw"))
     if optimizer == "muon":
         assert result.peak_memory_mb < adamw.peak_memory_mb
+
+
+def test_plan_counts_from_now_not_from_a_long_lived_callers_start(tmp_path, capsys, monkeypatch):
+    """`plan` only plans: a process that started an hour ago (a test runner, a shell helper)
+    must not find its 2-minute budget spent. (`train --budget` does count from its start.)"""
+    import time
+
+    from engine.cli import main as cli_main
+
+    monkeypatch.setattr("engine.planner.calibrate.calibrate", lambda **kwargs: fake_calibration())
+    monkeypatch.setattr("engine.cli._process_start", lambda: time.time() - 3600)
+    assert cli_main(["plan", "--preset", "laptop", "--budget", "2m", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["budget_s"] == 120
