@@ -170,12 +170,17 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _write_latest(root, name)
+    return final
+
+
+def _write_latest(root: Path, name: str) -> None:
+    """Point `latest` at checkpoint `name`, replacing the pointer atomically."""
     pointer = root / f".{LATEST}.tmp"
     pointer.write_text(name + "\n", encoding="utf-8")
     _fsync_file(pointer)
     os.replace(pointer, root / LATEST)
     _fsync_dir(root)
-    return final
 
 
 def _step_of(path: Path) -> int:
@@ -279,12 +284,7 @@ def point_latest_at(run_dir: Path, name: str) -> Checkpoint:
     """Make checkpoint `name` the one a resume continues from, after checking it loads whole.
     Later checkpoints stay on disk (nothing is deleted); the next save moves `latest` on."""
     checkpoint = load_checkpoint(checkpoints_dir(run_dir) / name)
-    root = checkpoints_dir(run_dir)
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(name + "\n", encoding="utf-8")
-    _fsync_file(pointer)
-    os.replace(pointer, root / LATEST)
-    _fsync_dir(root)
+    _write_latest(checkpoints_dir(run_dir), name)
     return checkpoint
 
 

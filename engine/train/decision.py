@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from engine.runs.control_channel import CONTROL_FILE, ControlWatcher, apply_request
 
@@ -85,8 +85,6 @@ class Decision:
         return cls(bool(evaluate), SAVE_REASONS[save], bool(pause), bool(stop), bool(finished))
 
 
-ENCODED_LENGTH = len(fields(Decision))
-
 
 def decide(boundary: Boundary, requests: Requests, schedule: Schedule) -> Decision:
     """What happens at `boundary` (see the module docstring). A stopped or finished run gets its
@@ -132,8 +130,3 @@ class RequestInbox:
         c.save_now.clear()
         c.eval_now.clear()
         return Requests(stop=c.stop.is_set(), pause=c.pause.is_set(), save=save, eval=evaluate)
-
-    def still_paused(self) -> bool:
-        """While paused: True until a resume or a stop arrives."""
-        self._poll_file()
-        return self.control.pause.is_set() and not self.control.stop.is_set()

@@ -50,26 +50,11 @@ class Distributed:
         dist.broadcast(tensor, src=0)
         return [int(v) for v in tensor.tolist()]
 
-    def broadcast_text(self, text: str) -> str:
-        """Rank 0's `text` on every rank."""
-        if not self.enabled:
-            return text
-        holder = [text if self.is_main else None]
-        dist.broadcast_object_list(holder, src=0)
-        return str(holder[0])
-
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum over ranks (in place, returned for chaining)."""
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
-
-    def mean_floats(self, values: Sequence[float], device: torch.device) -> list[float]:
-        """Each value averaged over ranks."""
-        if not self.enabled:
-            return list(values)
-        tensor = self.sum(torch.tensor(list(values), dtype=torch.float64, device=device))
-        return [v / self.world_size for v in tensor.tolist()]
 
     def max_floats(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Each value's largest over ranks."""
