@@ -7,7 +7,7 @@ sides alternate round by round so the shared machine's drift hits both alike. It
 "did a change to the loop cost speed?", which a model-only benchmark (bench/throughput.py)
 cannot.
 
-    python bench/trainer_ab.py --ref HEAD~1 [--preset laptop] [--steps 120] [--rounds 3]
+    python bench/trainer_ab.py --ref HEAD~1 [--preset laptop] [--steps 120] [--rounds 3] [--nproc 2]
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--nproc", type=int, default=1, help="processes per side (DDP under torchrun when > 1)")
     args = parser.parse_args()
     extra = [item for override in args.overrides for item in ("--set", override)]
+    if args.nproc > 1:
+        extra += ["--nproc", str(args.nproc)]
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         other = scratch / "other-tree"
@@ -63,7 +66,7 @@ def main() -> None:
             subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(other)], check=False)
     mine, theirs = (statistics.median(v) for v in figures.values())
     print(f"median tokens/s: this tree {mine:,.0f}, {args.ref} {theirs:,.0f}; ratio {mine / theirs:.3f} "
-          f"({args.preset}, {args.steps} steps, {args.rounds} rounds)")
+          f"({args.preset}, {args.steps} steps, {args.rounds} rounds, {args.nproc} process(es) each)")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,53 @@ def test_a_stop_request_stops_every_rank_and_resume_works_at_any_world_size(stra
     assert all(torch.allclose(straight[k], other_size[k], rtol=1e-4, atol=1e-5) for k in straight)
 
 
+def test_out_of_memory_on_one_rank_makes_every_rank_retry_with_half_the_micro_batch(straight_runs, tmp_path):
+    """Rank 1 alone runs out of memory at step 5 (its 4 windows do not fit, 2 do): both ranks
+    halve together and the run ends where the uninterrupted one does (same windows every step)."""
+    root, config = straight_runs
+    run_dir = tmp_path / "oom"
+    result = subprocess.run(cli("train", "--config", str(config), "--run-dir", str(run_dir), "--nproc", "2"),
+                            capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "LIGHTLM_FAULTS": "oom:5:2@1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    reduced = [e for e in events(run_dir) if e["type"] == "micro_batch_reduced"]
+    assert [(e["step"], e["micro_batch_size"], e["times"]) for e in reduced] == [(5, 2, 1)]
+    assert load_latest(run_dir).state.step == STEPS
+    assert load_latest(run_dir).state.extra["micro_batch_size"] == 2  # rank 0 halved too, and a resume keeps it
+    straight, recovered = final_weights(root / "p2"), final_weights(run_dir)
+    assert all(torch.allclose(straight[k], recovered[k], rtol=1e-4, atol=1e-5) for k in straight)
+
+
+def test_out_of_memory_at_one_window_on_one_rank_stops_every_rank_with_a_checkpoint(straight_runs, tmp_path):
+    root, config = straight_runs
+    run_dir = tmp_path / "oom-at-one"
+    started = time.monotonic()
+    result = subprocess.run(cli("train", "--config", str(config), "--run-dir", str(run_dir), "--nproc", "2"),
+                            capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "LIGHTLM_FAULTS": "oom:4:0@1"})
+    assert time.monotonic() - started < 120  # no rank waited out the collective timeout
+    assert result.returncode != 0
+    finished = next(e for e in events(run_dir) if e["type"] == "finished")
+    assert finished["status"] == "failed" and "train.gradient_checkpointing" in finished["message"]
+    assert load_latest(run_dir).state.step == 3  # the last complete step is saved
+
+
+def test_out_of_memory_in_an_evaluation_on_one_rank_is_agreed_by_every_rank(straight_runs, tmp_path):
+    root, config = straight_runs
+    halved, gave_up = tmp_path / "eval-halved", tmp_path / "eval-gave-up"
+    for run_dir, fault in ((halved, "oom-eval:10:2@1"), (gave_up, "oom-eval:10:0@1")):
+        subprocess.run(cli("train", "--config", str(config), "--run-dir", str(run_dir), "--nproc", "2"),
+                       capture_output=True, text=True, timeout=240, env={**os.environ, "LIGHTLM_FAULTS": fault})
+    # Rank 1 needed passes of 2 windows: every rank keeps 2, and the figures are the same.
+    assert load_latest(halved).state.extra["eval_micro_batch_size"] == 2
+    straight = [e["val_loss"] for e in events(root / "p2") if e["type"] == "eval"]
+    assert [e["val_loss"] for e in events(halved) if e["type"] == "eval"] == pytest.approx(straight, rel=1e-5)
+    # Rank 1 could not fit one window: both ranks stop with the sentence (neither waits out a timeout).
+    finished = next(e for e in events(gave_up) if e["type"] == "finished")
+    assert finished["status"] == "failed" and "the evaluation after step 10" in finished["message"]
+    assert load_latest(gave_up).state.step == 10
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the ranks through /proc")
 def test_a_killed_rank_ends_the_run_quickly_and_resume_continues(tiny_run_config, tmp_path):
     config = write_config(tiny_run_config, tmp_path, max_steps=100_000, checkpoint_every_steps=3, eval_interval=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.runs.events import MicroBatchReduced, RunFinished, StepMetrics, StepSkipped
+from engine.runs.events import EvalResult, MicroBatchReduced, RunFinished, StepMetrics, StepSkipped
 from engine.train.checkpoint import latest_name, load_latest
 from engine.train.trainer import Trainer
 
@@ -61,6 +61,32 @@ def test_out_of_memory_at_one_window_stops_with_a_checkpoint_and_what_would_fit(
     assert load_latest(tmp_path / "run").state.step == 3  # the last complete step, saved
 
 
+def test_out_of_memory_in_an_evaluation_halves_its_passes_and_gives_the_same_figures(tiny_run_config, tmp_path,
+                                                                                      monkeypatch):
+    config = tiny_run_config(max_steps=8, eval_interval=4, batch_size=8, checkpoint_every_steps=0)
+    _, _, plain = train(config, tmp_path / "plain")
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom-eval:4:2")  # after step 4 only 2 windows fit a pass
+    _, finished, events = train(config, tmp_path / "oom")
+    assert finished.status == "completed"
+    reduced = [e for e in events if isinstance(e, MicroBatchReduced)]
+    assert [(e.step, e.micro_batch_size, e.where) for e in reduced] == [(4, 2, "eval")]
+    assert load_latest(tmp_path / "oom").state.extra["eval_micro_batch_size"] == 2
+    assert load_latest(tmp_path / "oom").state.extra.get("micro_batch_size", 8) == 8  # training kept its size
+    evals = [(e.step, e.val_loss) for e in events if isinstance(e, EvalResult)]
+    expected = [(e.step, e.val_loss) for e in plain if isinstance(e, EvalResult)]
+    assert [s for s, _ in evals] == [s for s, _ in expected] == [4, 8]
+    assert [v for _, v in evals] == pytest.approx([v for _, v in expected], rel=1e-5)
+
+
+def test_out_of_memory_at_one_window_in_an_evaluation_stops_with_a_checkpoint(tiny_run_config, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("LIGHTLM_FAULTS", "oom-eval:4:0")
+    _, finished, _ = train(tiny_run_config(max_steps=8, eval_interval=4), tmp_path / "run")
+    assert finished.status == "failed"
+    assert "out of memory at the evaluation after step 4 even with one window" in finished.message
+    assert load_latest(tmp_path / "run").state.step == 4
+
+
 def test_a_few_bad_steps_are_skipped_and_the_run_goes_on(tiny_run_config, tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTLM_FAULTS", "nan:7-8")
     trainer, finished, events = train(tiny_run_config(max_steps=20, eval_interval=0), tmp_path / "run")
@@ -84,7 +110,7 @@ def test_bad_steps_before_any_checkpoint_stop_the_run_with_a_sentence(tiny_run_c
 def test_a_malformed_fault_plan_is_refused_with_its_form(tiny_run_config, tmp_path, monkeypatch, text):
     monkeypatch.setenv("LIGHTLM_FAULTS", text)
     _, finished, _ = train(tiny_run_config(max_steps=2, eval_interval=0), tmp_path / "run")
-    assert finished.status == "failed" and "use oom:STEP:MAX, nan:FIRST-LAST or kill:STEP" in finished.message
+    assert finished.status == "failed" and "use oom:STEP:MAX[@RANK], oom-eval:STEP:MAX[@RANK], nan:FIRST-LAST or kill:STEP" in finished.message
 
 
 async def test_the_monitor_shows_what_the_run_survived(tiny_run_config, tmp_path, monkeypatch):

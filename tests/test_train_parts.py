@@ -189,11 +189,11 @@ def test_out_of_memory_halves_the_micro_batch_and_retries_the_same_windows():
 
 def test_out_of_memory_at_one_window_is_an_error_the_trainer_can_name():
     from engine.train.faults import FaultPlan
-    from engine.train.step import StepOutOfMemory
+    from engine.train.faults import OutOfMemoryAtOneWindow
 
     _, step = make_step(micro_batch_size=4)
     step.faults = FaultPlan(oom_at={1: 0})
-    with pytest.raises(StepOutOfMemory, match="one window per micro-batch"):
+    with pytest.raises(OutOfMemoryAtOneWindow, match="one window per micro-batch"):
         step(windows(4), lr=1e-3)
 
 
@@ -202,7 +202,11 @@ def test_the_fault_plan_reads_the_environment_form():
 
     plan = FaultPlan.parse("oom:5:4, nan:7-9")
     assert plan.oom_at == {5: 4} and plan.nan_steps == {7, 8, 9}
-    with pytest.raises(ValueError, match="use oom:STEP:MAX, nan:FIRST-LAST or kill:STEP"):
+    # A rank-bound fault reaches that DDP rank alone.
+    assert FaultPlan.parse("oom:3:2@1", rank=1).oom_at == {3: 2}
+    assert FaultPlan.parse("oom:3:2@1", rank=0).oom_at == {}
+    assert FaultPlan.parse("oom-eval:4:1").eval_oom_at == {4: 1}
+    with pytest.raises(ValueError, match=r"use oom:STEP:MAX\[@RANK\], oom-eval:STEP:MAX\[@RANK\], nan:FIRST-LAST or kill:STEP"):
         FaultPlan.parse("boom:1")
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -1,4 +1,4 @@
-"""Several processes training one model: DistributedDataParallel under torchrun.
+"""Several processes training one model: data parallel under torchrun.
 
 A process started by torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set) joins the
 process group here: gloo on CPU, nccl on CUDA, each rank on its LOCAL_RANK device. Everything
@@ -6,6 +6,9 @@ else keeps to one rule: rank 0 decides and writes, every rank computes. The trai
 module for the few collectives it needs (broadcast a decision, average a loss, the largest
 memory, a barrier), and on one process each of them is a plain return, so the loop reads the
 same with or without DDP.
+
+Gradients are averaged by engine/train/gradient_sync.py rather than by torch's
+DistributedDataParallel, so that a rank that runs out of memory can still take part.
 
 A rank that dies or hangs must not leave the others waiting torch's default 30 minutes: the
 process group's timeout is `COLLECTIVE_TIMEOUT_S`, after which a waiting rank fails with a
@@ -64,6 +67,14 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor.tolist()
 
+    def any_true(self, flag: bool, device: torch.device) -> bool:
+        """Whether `flag` is True on any rank."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def all_true(self, flag: torch.Tensor) -> torch.Tensor:
         """A bool tensor that is True only where it is True on every rank."""
         if not self.enabled:
@@ -100,18 +111,13 @@ def finish(place: Distributed) -> None:
         dist.destroy_process_group()
 
 
-def wrap_model(model: torch.nn.Module, place: Distributed, device: torch.device) -> torch.nn.Module:
-    """The model as the step's forward sees it: DDP-wrapped when distributed (its gradients are
-    averaged over ranks in backward), the model itself otherwise."""
-    if not place.enabled:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [device.index] if device.type == "cuda" else None
-    # No buffer broadcast: the rotary tables are the same on every rank, and a MoE layer's
-    # per-rank token counts must not be overwritten by rank 0's (its routing bias stays equal on
-    # every rank because each moves it by the counts summed over ranks).
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+def broadcast_parameters(model: torch.nn.Module, place: Distributed) -> None:
+    """Rank 0's weights on every rank, so the ranks start from one model whatever each built
+    or loaded (each builds from the same seed, so this is a guard, paid once)."""
+    if place.enabled:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                dist.broadcast(parameter.data, src=0)
 
 
 # What a collective raises when another rank died, hung past the timeout or never joined.

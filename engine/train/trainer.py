@@ -20,6 +20,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -69,12 +70,12 @@ from engine.train.checkpoint import (
 from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
 from engine.train.decision import Boundary, Decision, RequestInbox, Schedule, TrainControl, decide
 from engine.train.evaluate import evaluate_model
-from engine.train.faults import FaultPlan
+from engine.train.faults import FaultPlan, OutOfMemoryAtOneWindow
 from engine.train.init_from import base_problems, base_reference, load_base_weights, load_model_weights, resolve_base
 from engine.train.optimizers import build_optimizer
 from engine.train.report_window import ReportWindow
 from engine.train.schedule import lr_at, lr_at_progress
-from engine.train.step import StepOutOfMemory, StepResult, TrainStep
+from engine.train.step import StepResult, TrainStep
 
 __all__ = ["Trainer", "TrainControl", "TrainingError", "total_steps_for"]
 
@@ -192,7 +193,7 @@ class Trainer:
         if self.base is not None:
             self.state.extra["base"] = base_reference(c)
         self.train_step = TrainStep(self.model, self.optimizer, self.compute, t.grad_clip, t.batch_size,
-                                    faults=FaultPlan.from_environment(), agree=self.place.all_true)
+                                    faults=FaultPlan.from_environment(self.place.rank), ranks=self.place)
         if self.resume:
             if self.place.is_main:
                 for path in remove_leftovers(self.run_dir):
@@ -200,12 +201,9 @@ class Trainer:
             self._restore()
         # A micro-batch that was halved for memory stays halved (no point hitting the wall again).
         self.train_step.micro_batch_size = min(t.batch_size, self.state.extra.get("micro_batch_size", t.batch_size))
-        # Under DDP the step runs the wrapped model (gradients averaged over ranks in backward).
-        forward = distributed.wrap_model(self.model, self.place, self.compute.device)
-        if forward is not self.model:
-            self.train_step.forward, self.train_step.no_sync = forward, forward.no_sync
+        distributed.broadcast_parameters(self.model, self.place)
         if t.use_compile:
-            self.train_step.forward = torch.compile(forward)
+            self.train_step.forward = torch.compile(self.model)
         self.total_steps = total_steps_for(c, self.store.meta.train_tokens)
         self.flops_per_token = flops_per_token(c.model, t.max_seq_len)
         self.peak_flops = matmul_peak_flops(self.compute.device.type, self.compute.autocast_dtype or torch.float32)
@@ -305,8 +303,8 @@ class Trainer:
             # the final checkpoint made the other abort at exit (seen with the laptop preset).
             self.place.barrier()
             message = "" if status == "completed" else "stopped on request; resume continues from here"
-        except StepOutOfMemory:
-            return self._fail(self._out_of_memory_at_one(), wall_start)
+        except OutOfMemoryAtOneWindow as exc:
+            return self._fail(self._out_of_memory_at_one(exc), wall_start)
         except (TrainingError, ValueError, OSError) as exc:
             return self._fail(str(exc), wall_start)
         except distributed.DIST_ERRORS as exc:
@@ -322,7 +320,7 @@ class Trainer:
         self.emit(finished)
         return finished
 
-    def _out_of_memory_at_one(self) -> str:
+    def _out_of_memory_at_one(self, exc: OutOfMemoryAtOneWindow) -> str:
         """Save what the run has (the last complete step) and say what would fit."""
         saved = "; the last complete step is checkpointed"
         try:
@@ -332,7 +330,8 @@ class Trainer:
         t = self.config.train
         one = training_memory(self.config.model, dataclasses.replace(t, batch_size=1),
                               device_type=self.compute.device.type)
-        return (f"out of memory at step {self.state.step + 1} even with one window per micro-batch{saved}. One window "
+        where = f"step {exc.step}" if exc.where == "step" else f"the evaluation after step {exc.step}"
+        return (f"out of memory at {where} even with one window per micro-batch{saved}. One window "
                 f"needs about {one.total / 2**20:,.0f} MiB by the estimate (weights {one.weights / 2**20:,.0f}, "
                 f"optimizer {one.optimizer / 2**20:,.0f}, activations {one.activations / 2**20:,.0f}); turn on "
                 f"train.gradient_checkpointing, shorten train.max_seq_len (now {t.max_seq_len}), or use a smaller model.")
@@ -602,7 +601,8 @@ class Trainer:
         micro = self.state.extra.get("eval_micro_batch_size") or self.train_step.micro_batch_size
         figures = evaluate_model(self.model, self.store.val, self.store.meta.val_bytes_per_token, t.max_seq_len,
                                  t.batch_size, t.eval_batches, self.compute.device, self.compute.autocast, self.place,
-                                 micro_batch_size=micro)
+                                 micro_batch_size=micro, step=self.state.step,
+                                 before_pass=partial(self.train_step.faults.before_eval_pass, self.state.step))
         if figures is not None and figures.micro_batch_size < (micro or t.batch_size):
             self.state.extra["eval_micro_batch_size"] = figures.micro_batch_size
             self.state.extra["memory_retries"] = self.state.extra.get("memory_retries", 0) + 1
