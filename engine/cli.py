@@ -346,8 +346,8 @@ def _planned(base: RunConfig, args: argparse.Namespace, out: TextIO, quiet: bool
     from engine.budget import parse_budget
     from engine.planner.plan import plan_for_this_machine, summary_lines
 
-    # Training here: the budget counts from this process's start. Only planning (`plan`, or a
-    # run that starts elsewhere): from now, or a long-lived caller would find its budget spent.
+    # Training here: the budget counts from this process's start, planning included. Only
+    # planning (`plan`, or a run that starts elsewhere): the budget starts with that run.
     trains_here = trains_here and not getattr(args, "detach", False)
     plan = plan_for_this_machine(parse_budget(args.budget), base,
                                  started_at=_process_start() if trains_here else None, trains_here=trains_here)

@@ -197,7 +197,9 @@ class EngineRunner:
         from engine.config import config_to_dict
         from engine.planner.plan import plan_for_this_machine, summary_lines
 
-        plan = plan_for_this_machine(command.budget_s, command.base)
+        # The run's budget starts when it is started (Start on the Config screen), not now:
+        # the time spent planning is not taken from it.
+        plan = plan_for_this_machine(command.budget_s, command.base, started_at=None)
         self.listener(PlanReady(command.budget_s, config_to_dict(plan.config), summary_lines(plan),
                                 plan.reasons, plan.warnings))
 

@@ -52,13 +52,15 @@ class RunView:
     micro_batch: MicroBatchReduced | None = None
     skipped_steps: int = 0
     rolled_back: RolledBack | None = None
+    version: int = 0  # events folded in so far: a screen redraws only when it moved
 
     def apply(self, event: Event) -> None:
         """Fold one event into the view. A RunStarted of another run starts the view afresh
         (the same run's, on resume, continues its series)."""
+        self.version += 1
         if isinstance(event, RunStarted):
             if self.run_dir and event.run_dir != self.run_dir:
-                self.__dict__.update(RunView().__dict__)  # nothing of the other run stays
+                self.__dict__.update(RunView(version=self.version).__dict__)  # nothing of the other run stays
             self.run_dir, self.params, self.total_steps = event.run_dir, event.params, event.total_steps
             self.trainable_params = event.trainable_params
             self.device, self.dtype, self.finished = event.device, event.dtype, None

@@ -120,6 +120,28 @@ def test_plan_cli_writes_a_config_that_trains_on_time(tmp_path, capsys, monkeypa
     assert figures["budget_s"] == 120 and figures["params"] > 0 and figures["reasons"]
 
 
+def test_planning_counts_against_the_budget_only_when_the_clock_has_started(monkeypatch):
+    """train --budget counts from its process start, so the planning is spent budget; the app
+    and `plan` plan for a run whose clock starts later, so planning costs it nothing."""
+    import time
+
+    from engine.planner.plan import STARTUP_S, plan_for_this_machine
+
+    def slow_calibration(**kwargs):
+        time.sleep(1.5)  # a calibration that takes time, as a real one does
+        return fake_calibration()
+
+    monkeypatch.setattr("engine.planner.calibrate.calibrate", slow_calibration)
+    base = dataclasses.replace(BASE, data=dataclasses.replace(BASE.data, source="python-docs"))
+    later = plan_for_this_machine(120, base, started_at=None)
+    now = plan_for_this_machine(120, base, started_at=time.time() - 10)
+    # Training gets 94 % of what set-up leaves. Planning for a later start spent nothing: only
+    # the fixed start-up (and tokenising, on a machine without the corpus's tokens cached).
+    reason = next(r for r in later.reasons if r.startswith("time:"))
+    assert f"= {STARTUP_S:.0f} s set-up" in reason or "tokenising" in reason
+    assert (later.train_s - now.train_s) / 0.94 >= 11.5 - 1e-6  # the 10 s before, and the 1.5 s of planning
+
+
 @pytest.mark.parametrize("budget, message", [("5 parsecs", "unknown unit"), ("-1m", "not a positive"), ("0", "not a positive")])
 def test_plan_cli_refuses_bad_budgets_in_one_sentence(budget, message, capsys):
     from engine.cli import main as cli_main

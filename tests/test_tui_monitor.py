@@ -192,3 +192,40 @@ async def test_the_loss_plot_keeps_drawing_past_the_series_cap(tmp_path):
         assert len(monitor.view.loss) == MAX_POINTS  # capped: the length did not change
         monitor.redraw()
         assert "train 1.234" in str(label.render())
+
+
+async def test_a_redraw_with_nothing_new_touches_no_widget_and_a_new_report_redraws(tmp_path):
+    """The Monitor shares the CPU with training: its 4 Hz tick draws only what changed, and a
+    text whose shape stays the same is updated without a layout pass."""
+    from engine.runs.events import EvalResult, RunStarted, StepMetrics
+    from engine.runs.run_dir import EventLog
+
+    log = EventLog(tmp_path)
+    log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=100, tokens_per_step=1))
+    log.close()
+    app = make_app(monitor_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.run_dir, pilot)
+        monitor = app.screen
+
+        def report(step: int, loss: float) -> None:
+            monitor.view.apply(StepMetrics(step=step, epoch=0.0, loss=loss, lr=1e-3, grad_norm=1.0,
+                                           tokens_per_s=1000.0, mfu=0.0, ram_mb=100.0))
+
+        report(10, 5.0)
+        monitor.redraw()
+        await pilot.pause()
+        metrics = monitor.query_one("#metrics", Static)
+        updates = []
+        original = metrics.update
+        metrics.update = lambda text, layout=True: (updates.append(layout), original(text, layout=layout))
+        for _ in range(3):
+            monitor.redraw()  # nothing new: nothing drawn
+        assert updates == []
+        report(20, 4.5)  # same rows, same widths: drawn without a layout pass
+        monitor.redraw()
+        assert updates == [False] and "loss      4.5000" in str(metrics.render())
+        report(30, 4.25)
+        monitor.view.apply(EvalResult(step=30, val_loss=4.0, val_bpb=2.0, perplexity=54.6))  # two rows more
+        monitor.redraw()
+        assert updates == [False, True] and "val bpb   2.0000" in str(metrics.render())

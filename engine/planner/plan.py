@@ -206,9 +206,13 @@ def make_plan(
 
 def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | None = None,
                           use_cache: bool = True, trains_here: bool = True) -> Plan:
-    """Calibrate (or reuse the cached calibration), look at the data, and plan. `trains_here`:
-    this process will also train (train --budget, the app), so the trainer's own copy of the
-    corpus comes on top of the one loaded here; a plan written for a later process has one."""
+    """Calibrate (or reuse the cached calibration), look at the data, and plan. `started_at`:
+    when the budget's clock started, if it has (train --budget counts from its process's
+    start, so the planning itself is spent budget); None: the clock starts when training does
+    (the app, whose run starts when Start is pressed, and `plan`), so planning costs the run
+    nothing. `trains_here`: this process will also train (train --budget, the app), so the
+    trainer's own copy of the corpus comes on top of the one loaded here; a plan written for a
+    later process has one."""
     import psutil
 
     from engine.data.sources import load_documents
@@ -216,7 +220,6 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
     from engine.planner.calibrate import calibrate
     from engine.planner.corpus import corpus_facts
 
-    started_at = started_at or time.time()
     calibration = calibrate(max_seconds=min(20.0, 0.1 * budget_s), use_cache=use_cache, use_dtype=base.train.use_dtype,
                             optimizer=PLANNED_OPTIMIZER)
     before_corpus_mb = process_ram_mb()
@@ -231,5 +234,6 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
     else:
         memory = psutil.virtual_memory().available
     return make_plan(budget_s, base, calibration, facts.train_bytes, memory,
-                     elapsed_s=time.time() - started_at, tokens_cached=facts.any_cached,
+                     elapsed_s=time.time() - started_at if started_at is not None else 0.0,
+                     tokens_cached=facts.any_cached,
                      unique_tokens_for=facts.train_tokens_for, base_rss_mb=base_rss_mb)

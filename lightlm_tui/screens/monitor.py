@@ -5,6 +5,12 @@ events.jsonl the way `tail -f` does, so a run started headless, under nohup, wit
 in a terminal that died can be watched or replayed. Pause / save / eval / stop reach a run in
 another process through its control file (engine/runs/control_channel.py). Events only update the
 RunView; widgets redraw from it on a timer (4 Hz), so a fast run never floods the screen.
+
+Redrawing is kept cheap because it shares the machine with training (on 2 cores every
+millisecond the UI thread runs is one a torch thread waits): a tick with no new event draws
+nothing, a widget whose text is unchanged is not touched, and a text update asks Textual for
+a layout pass only when its shape (rows, widest row) changed, since a full layout of the
+screen costs more than drawing it (bench/ui_overhead.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ from lightlm_tui.widgets.loss_plot import LossPlot
 
 REDRAW_HZ = 4
 CHECKPOINTS_SHOWN = 3  # the newest; the metrics column must fit 80x24
+
+
+def text_shape(text: str) -> tuple[int, int]:
+    """(rows, widest row): what decides whether a text's new value can change the layout."""
+    rows = text.split("\n")
+    return len(rows), max(map(len, rows))
 
 
 class MonitorScreen(Screen):
@@ -73,6 +85,9 @@ class MonitorScreen(Screen):
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
         self._liveness = "unfinished"  # of a followed run's process: running | interrupted | unknown
+        self._drawn_state: tuple = ()  # what the last redraw drew from (see redraw)
+        self._texts: dict[str, str] = {}  # each text widget's current text
+        self._series: dict[str, object] = {}  # each sparkline's and the progress bar's current data
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -136,15 +151,20 @@ class MonitorScreen(Screen):
             self._liveness = liveness(*self.view.process)
 
     # ----- drawing ------------------------------------------------------------------------
-    def redraw(self) -> None:
+    def redraw(self, force: bool = False) -> None:
         view = self.view
-        self.query_one("#status", Static).update(self._status_line())
-        bar = self.query_one("#progress", ProgressBar)
+        state = (view.version, self._liveness, self.size, self.has_class("show-experts"), self._log_shown)
+        if state == self._drawn_state and not force:
+            return  # nothing new since the last tick
+        self._set_text("#status", self._status_line())
         if view.last is not None and view.last.progress > 0:  # a time budget: time decides, not steps
-            bar.update(total=1000, progress=round(1000 * view.last.progress))
+            progress = (1000, round(1000 * view.last.progress))
         else:
-            bar.update(total=max(1, view.total_steps), progress=view.last.step if view.last else 0)
-        self.query_one("#metrics", Static).update(self._metrics_text())
+            progress = (max(1, view.total_steps), view.last.step if view.last else 0)
+        if self._series.get("progress") != progress:
+            self._series["progress"] = progress
+            self.query_one("#progress", ProgressBar).update(total=progress[0], progress=progress[1])
+        self._set_text("#metrics", self._metrics_text())
         columns = max(10, self.query_one("#speed", Sparkline).size.width)
         self._draw_loss()
         if self.has_class("show-experts"):
@@ -153,28 +173,38 @@ class MonitorScreen(Screen):
                 m.expert_load if m else None, m.expert_max_violation if m else None, m.expert_dead if m else None)
         for key, series in (("speed", view.tokens_per_s), ("memory", view.ram_mb)):
             values = decimate(series, columns)
-            self.query_one(f"#{key}", Sparkline).data = values
+            if self._series.get(key) != values:
+                self._series[key] = values
+                self.query_one(f"#{key}", Sparkline).data = values
             if values:
                 label = "tokens/s" if key == "speed" else "memory MB"
-                self.query_one(f"#{key}-label", Label).update(
-                    f"{label} {series[-1][1]:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
-                )
+                self._set_text(f"#{key}-label",
+                               f"{label} {series[-1][1]:,.0f} ({min(values):,.0f}-{max(values):,.0f})")
         log = self.query_one("#log", RichLog)
         lines = list(view.log)
         width = log.scrollable_content_region.width
-        if width < 20:
-            return  # not laid out yet: the lines are written once their width is known
-        for line in lines[self._log_shown:]:
-            log.write(one_row(line, width))  # one row each: a long path is shortened, not wrapped
-        self._log_shown = len(lines)
+        if width >= 20:  # else not laid out yet: the lines are written once their width is known
+            for line in lines[self._log_shown:]:
+                log.write(one_row(line, width))  # one row each: a long path is shortened, not wrapped
+            self._log_shown = len(lines)
+        self._drawn_state = (view.version, self._liveness, self.size, self.has_class("show-experts"),
+                             self._log_shown)
+
+    def _set_text(self, selector: str, text: str) -> None:
+        """Show `text` in a Static or Label, touching it only if it changed, and asking for a
+        layout pass only if its shape did."""
+        old = self._texts.get(selector)
+        if old == text:
+            return
+        self._texts[selector] = text
+        self.query_one(selector, Static).update(text, layout=old is None or text_shape(old) != text_shape(text))
 
     def _draw_loss(self) -> None:
         view = self.view
         plot = self.query_one("#loss-plot", LossPlot)
         if plot.show(view.loss, view.val_loss, view.total_steps):
             val = f", val {view.val_loss[-1][1]:.3f}" if view.val_loss else ""
-            self.query_one("#loss-label", Label).update(
-                f"train {view.loss[-1][1]:.3f}{val} | {plot.mode_text()} (y, m)")
+            self._set_text("#loss-label", f"train {view.loss[-1][1]:.3f}{val} | {plot.mode_text()} (y, m)")
 
     def _status_line(self) -> str:
         view = self.view
@@ -267,7 +297,7 @@ class MonitorScreen(Screen):
                         severity="warning")
             return
         self.toggle_class("show-experts")
-        self.redraw()
+        self.redraw(force=True)
 
     def action_log_y(self) -> None:
         """The loss plot's y axis: linear or log."""
