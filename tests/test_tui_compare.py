@@ -135,3 +135,22 @@ def test_compare_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "usage: lightlm-tui compare RUN_DIR RUN_DIR" in capsys.readouterr().err
     assert launcher_main(["compare", str(run), str(tmp_path)]) == 2
     assert "has no events.jsonl" in capsys.readouterr().err
+
+
+def test_a_damaged_log_is_read_line_by_line_and_a_half_written_line_waits(tmp_path):
+    """A log is parsed in one go; garbage lines make it fall back to line by line, skipping
+    them, and a last line still being written is read once it is whole."""
+    run_dir = fake_run(tmp_path / "damaged", steps=50, finish=False)
+    events = run_dir / "events.jsonl"
+    whole = events.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    events.write_bytes(b"".join(lines[:10]) + b"not json\n{\"type\": \"step\", \"ste\n" + b"".join(lines[10:]))
+    run = RunCurves(run_dir)
+    assert run.follow()
+    assert [p.step for p in run.train] == list(range(1, 51))  # every good line, the bad ones skipped
+    with events.open("ab") as handle:
+        handle.write(b'{"type": "step", "step": 51, "loss": 2.0, "tokens_per_s": 1.0, "elapsed')
+    assert not run.follow()  # the half-written line is not read yet
+    with events.open("ab") as handle:
+        handle.write(b'_s": 26.0}\n')
+    assert run.follow() and run.train[-1].step == 51 and run.train[-1].wall == 26.0

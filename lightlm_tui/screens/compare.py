@@ -65,6 +65,9 @@ class CompareScreen(Screen):
         self._drawn: tuple = ()
         self._decimated: dict[int, tuple] = {}  # run index -> (what it was cut from, (xs, ys))
         self._stop = threading.Event()
+        # Set by the reader once every run has been read through: drawing before that would
+        # redraw the whole comparison once per run read, each time with the GIL the reader needs.
+        self._read_once = threading.Event()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -81,6 +84,7 @@ class CompareScreen(Screen):
             legend.append("━━ ", style=COLOURS[i % len(COLOURS)])
             legend.append(f"{run.name}  ")
         self.query_one("#legend", Static).update(legend)
+        self.query_one("#note", Static).update(f"reading {len(self.runs)} runs...")
         table = self.query_one(DataTable)
         table.add_column("", key="what", width=24)
         for i, run in enumerate(self.runs):
@@ -99,10 +103,18 @@ class CompareScreen(Screen):
         while not self._stop.is_set():
             for run in self.runs:
                 run.follow()
+            if not self._read_once.is_set():
+                self._read_once.set()
+                try:
+                    self.app.call_from_thread(self.redraw)
+                except RuntimeError:  # the app is closing
+                    return
             self._stop.wait(FOLLOW_S)
 
     # ----- drawing ------------------------------------------------------------------------
     def redraw(self, force: bool = False) -> None:
+        if not self._read_once.is_set() and not force:
+            return
         drawn = (tuple(run.version for run in self.runs), self.axis, self.metric,
                  self.query_one(ComparePlot).log_y, self.size)
         if drawn == self._drawn and not force:
