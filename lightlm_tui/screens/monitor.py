@@ -153,8 +153,7 @@ class MonitorScreen(Screen):
     # ----- drawing ------------------------------------------------------------------------
     def redraw(self, force: bool = False) -> None:
         view = self.view
-        state = (view.version, self._liveness, self.size, self.has_class("show-experts"), self._log_shown)
-        if state == self._drawn_state and not force:
+        if self._redraw_state() == self._drawn_state and not force:
             return  # nothing new since the last tick
         self._set_text("#status", self._status_line())
         if view.last is not None and view.last.progress > 0:  # a time budget: time decides, not steps
@@ -187,8 +186,15 @@ class MonitorScreen(Screen):
             for line in lines[self._log_shown:]:
                 log.write(one_row(line, width))  # one row each: a long path is shortened, not wrapped
             self._log_shown = len(lines)
-        self._drawn_state = (view.version, self._liveness, self.size, self.has_class("show-experts"),
-                             self._log_shown)
+        self._drawn_state = self._redraw_state()
+
+    def _redraw_state(self) -> tuple:
+        """What a redraw draws from: the events folded in, the process's liveness, the panel
+        shown, the log lines written, and the widgets' sizes (they settle after the first
+        layout, and a finished run sends no event to redraw it at its real width)."""
+        return (self.view.version, self._liveness, self.has_class("show-experts"), self._log_shown,
+                self.query_one("#loss-plot").size, self.query_one("#speed").size,
+                self.query_one("#log", RichLog).scrollable_content_region.width)
 
     def _set_text(self, selector: str, text: str) -> None:
         """Show `text` in a Static or Label, touching it only if it changed, and asking for a
