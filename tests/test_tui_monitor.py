@@ -165,22 +165,34 @@ async def test_a_finished_runs_monitor_keeps_its_own_run_when_another_is_resumed
         assert list(monitor_a.view.loss) == losses_a and monitor_a.view.finished.step == 12
 
 
+def just_started_run(run_dir, total_steps: int):
+    """A run folder whose events say only that it started."""
+    from engine.runs.events import RunStarted
+    from engine.runs.run_dir import EventLog
+
+    log = EventLog(run_dir)
+    log.write(RunStarted(run_dir=str(run_dir), params=1, total_steps=total_steps, tokens_per_step=1))
+    log.close()
+    return run_dir
+
+
+async def the_monitor(app, pilot) -> MonitorScreen:
+    """The Monitor the app opened, once it has read its run's start."""
+    await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.run_dir, pilot)
+    return app.screen
+
+
 async def test_the_loss_plot_keeps_drawing_past_the_series_cap(tmp_path):
     """The series are capped deques: past 20,000 reports their length stops changing, and the
     plot must still redraw for each new point."""
     from textual.widgets import Label
 
-    from engine.runs.events import RunStarted, StepMetrics
-    from engine.runs.run_dir import EventLog
+    from engine.runs.events import StepMetrics
     from lightlm_tui.run_view import MAX_POINTS
 
-    log = EventLog(tmp_path)
-    log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=50_000, tokens_per_step=1))
-    log.close()
-    app = make_app(monitor_dir=tmp_path)
+    app = make_app(monitor_dir=just_started_run(tmp_path, total_steps=50_000))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.run_dir, pilot)
-        monitor = app.screen
+        monitor = await the_monitor(app, pilot)
         for step in range(1, MAX_POINTS + 11):
             monitor.view.apply(StepMetrics(step=step, epoch=0.0, loss=5.0, lr=1e-3, grad_norm=1.0,
                                            tokens_per_s=1.0, mfu=0.0, ram_mb=1.0))
@@ -197,16 +209,11 @@ async def test_the_loss_plot_keeps_drawing_past_the_series_cap(tmp_path):
 async def test_a_redraw_with_nothing_new_touches_no_widget_and_a_new_report_redraws(tmp_path):
     """The Monitor shares the CPU with training: its 4 Hz tick draws only what changed, and a
     text whose shape stays the same is updated without a layout pass."""
-    from engine.runs.events import EvalResult, RunStarted, StepMetrics
-    from engine.runs.run_dir import EventLog
+    from engine.runs.events import EvalResult, StepMetrics
 
-    log = EventLog(tmp_path)
-    log.write(RunStarted(run_dir=str(tmp_path), params=1, total_steps=100, tokens_per_step=1))
-    log.close()
-    app = make_app(monitor_dir=tmp_path)
+    app = make_app(monitor_dir=just_started_run(tmp_path, total_steps=100))
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(lambda: isinstance(app.screen, MonitorScreen) and app.screen.view.run_dir, pilot)
-        monitor = app.screen
+        monitor = await the_monitor(app, pilot)
 
         def report(step: int, loss: float) -> None:
             monitor.view.apply(StepMetrics(step=step, epoch=0.0, loss=loss, lr=1e-3, grad_norm=1.0,

@@ -69,11 +69,7 @@ class Distributed:
 
     def any_true(self, flag: bool, device: torch.device) -> bool:
         """Whether `flag` is True on any rank."""
-        if not self.enabled:
-            return flag
-        tensor = torch.tensor([int(flag)], dtype=torch.int32, device=device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
+        return self.max_floats([float(flag)], device)[0] > 0
 
     def all_true(self, flag: torch.Tensor) -> torch.Tensor:
         """A bool tensor that is True only where it is True on every rank."""

@@ -54,12 +54,14 @@ class GradientSync:
     def __post_init__(self) -> None:
         bucket_of: dict[int, _Bucket] = {}
         pending: list[torch.nn.Parameter] = []
+        filled = 0  # bytes of the pending bucket
         for param in reversed(list(self.params)):
-            if pending and (sum(p.numel() for p in pending) * pending[0].element_size() >= self.bucket_bytes
+            if pending and (filled >= self.bucket_bytes
                             or (param.dtype, param.device) != (pending[0].dtype, pending[0].device)):
                 self._add_bucket(pending, bucket_of)
-                pending = []
+                pending, filled = [], 0
             pending.append(param)
+            filled += param.numel() * param.element_size()
         if pending:
             self._add_bucket(pending, bucket_of)
         self._bucket_of = bucket_of
