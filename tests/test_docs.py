@@ -1,13 +1,29 @@
-"""The README's config reference is generated from the schema; they must not drift."""
+"""The docs' config reference is generated from the schema; they must not drift. Every page
+the README links to exists."""
 
 from pathlib import Path
 
 from engine.config.reference import reference_markdown
 
 
-def test_readme_holds_the_current_config_reference():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert reference_markdown() in readme, "run `python -m engine.config.reference` and update README.md"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_configuration_page_holds_the_current_config_reference():
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert reference_markdown() in page, "run `python -m engine.config.reference` and update docs/configuration.md"
+
+
+def test_every_local_link_in_the_readme_and_docs_leads_to_a_file():
+    import re
+
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert len(pages) > 10 and not broken, broken
 
 
 def test_every_package_folder_ships_in_the_wheel():
