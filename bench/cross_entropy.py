@@ -3,10 +3,11 @@
 engine/model/cross_entropy.py never writes fp32 log-probabilities as large as the logits: each
 block of rows is upcast once and the gradient is written straight back in the logits' dtype.
 This prints the median time of each on 16-bit logits (default 2048 tokens x 8192 vocab, the
-README's case), and their ratio (F.cross_entropy time / ours: above 1 means ours is faster),
-the sides interleaved round by round. It also times ours with 32 MiB blocks instead of the
-default 4 MiB (the block size's own measurement, cited in the module). The CPU it ran on, its
-bf16 support, torch's version and threads, and the date come first.
+case of docs/benchmarks/cross-entropy-attention.md), and their ratio (F.cross_entropy time /
+ours: above 1 means ours is faster), the sides interleaved round by round. It also times ours
+with 32 MiB blocks instead of the default 4 MiB (the block size's own measurement, cited in the
+module). The CPU it ran on, its bf16 support, torch's version and threads, and the date come
+first.
 
     python bench/cross_entropy.py [--tokens 2048] [--vocab 8192] [--dtype bfloat16] [--rounds 5]
 """

@@ -1,6 +1,6 @@
 """The long fault-injection run: kill -9 at random moments, kills inside checkpoint writes, and
-full disks, each tried many times against one uninterrupted run; prints the README's
-"Reliability" table (fault, times tried, outcome).
+full disks, each tried many times against one uninterrupted run; prints the
+"Reliability" table of docs/benchmarks/faults.md (fault, times tried, outcome).
 
 Every trial trains the tiny test model through the real CLI (fp32, CPU): a resume must succeed
 from a complete checkpoint and end bit-identical to the uninterrupted run; a full disk must
@@ -25,7 +25,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig, save_config
-from engine.train.checkpoint import complete_checkpoints, latest_name
+from engine.runs.checkpoint import complete_checkpoints, latest_name
 
 STEPS, EVERY = 24, 4
 

@@ -1,4 +1,4 @@
-"""GGUF export figures for the README: file size, load time and greedy tokens/s in
+"""GGUF export figures (docs/benchmarks/gguf.md): file size, load time and greedy tokens/s in
 llama-cpp-python for f32 / f16 / q8_0, beside our own `generate` on the same prompt and
 length, and the held-out bits/byte of each file measured by llama.cpp (q8_0 against f32).
 
@@ -118,8 +118,8 @@ def main() -> None:
     from engine.data.loader import eval_starts
     from engine.data.sources import load_documents
     from engine.data.token_store import prepare_token_store
-    from engine.generation import load_run
-    from engine.gguf_export import export_gguf
+    from engine.runs.trained_run import load_run
+    from engine.use.gguf_export import export_gguf
 
     torch.set_num_threads(args.threads)
     config = load_config(args.run_dir / "config.toml")

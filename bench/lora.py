@@ -75,7 +75,7 @@ def run_side(side: str, base_dir: Path, budget_s: float, out_dir: Path) -> dict:
     import torch
 
     from engine.runs.events import RunStarted, StepMetrics
-    from engine.train.checkpoint import checkpoints_dir, latest_name
+    from engine.runs.checkpoint import checkpoints_dir, latest_name
     from engine.train.trainer import Trainer
 
     config = side_config(side, base_dir, budget_s, out_dir)

@@ -1,7 +1,7 @@
 """One line naming the machine a benchmark ran on, to be quoted beside its figures.
 
 Figures on the 2-core machines differ by CPU (one had native bf16, another did not; see
-docs and the README), so every figure says which CPU, whether it has native bf16, torch's
+docs/benchmarks/), so every figure says which CPU, whether it has native bf16, torch's
 version and threads, and the date.
 """
 
@@ -26,7 +26,7 @@ def cpu_model_name() -> str:
 def describe() -> str:
     import torch
 
-    from engine.device import bf16_supported
+    from engine.machine.device import bf16_supported
 
     bf16 = "native bf16" if bf16_supported(torch.device("cpu")) else "no native bf16"
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")

@@ -12,7 +12,7 @@ Sides:
   hf-default  MixtralForCausalLM as transformers builds it by default (grouped_mm experts)
   moe-grouped our MoE with torch._grouped_mm forced on (bf16 only; CUDA's path, run on the CPU
               to see whether it would pay there too)
-Ratios are against `moe`. The goal (issue 11): moe >= 0.6x dense, and faster than hf-eager.
+Ratios are against `moe`. The goal: moe >= 0.6x dense, and faster than hf-eager.
 
     python bench/moe.py                      # both shapes, fp32 and bf16, 3 rounds
     python bench/moe.py --shapes laptop --dtypes bf16 --rounds 3

@@ -11,7 +11,7 @@ quality: three runs of the same budget on the embedded python-stdlib corpus, int
   planned  `train --preset laptop --budget B` (the planner sizes the model);
   adamw    (only with --only) the same plan with AdamW instead of Muon: what the optimizer adds;
   laptop   the `laptop` preset with train.time_budget_s = B (so it also uses the whole budget);
-  seed     the seed's tier for a budget under half an hour (from its time optimizer: 15 layers
+  upstream upstream LightLM's tier for a budget under half an hour (from its time optimizer: 15 layers
            of 512, 8 heads, 8 kv, ffn 1536, window 512, batch 2 with gradient checkpointing
            since there is no GPU with 8 GB, lr 1e-3 held constant, warmup 1 %, 5 % of the
            corpus), given our time-driven clock so it too stops at B. It asks for float16
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.budget import format_budget, parse_budget
+from engine.config.durations import format_budget, parse_budget
 from engine.config import load_preset, save_config
 
 SEED_SUBSET_SHARE = 0.05
@@ -70,7 +70,8 @@ def timing(budgets: list[str], rounds: int) -> None:
                                               f"{scratch}/runs", "--name", f"t{round_index}-{budget}"], Path(scratch))
                 rows[budget].append((wall, peak, predicted_peak_mb(output)))
                 seconds = parse_budget(budget)
-                print(f"round {round_index + 1}: budget {budget:>4}  wall {wall:7.1f} s ({(wall - seconds) / seconds:+.1%})"
+                print(f"round {round_index + 1}: budget {budget:>4}  wall {wall:7.1f} s "
+                      f"({(wall - seconds) / seconds:+.1%})"
                       f"  peak RSS {peak:,.0f} MB, predicted {rows[budget][-1][2]:,.0f} MB", flush=True)
     print(f"\n`train --preset laptop --budget B`, whole process, median of {rounds}")
     print(f"{'budget':>7} {'wall':>9} {'error':>7} {'peak RSS':>10} {'predicted':>10} {'error':>7}")
@@ -83,14 +84,14 @@ def timing(budgets: list[str], rounds: int) -> None:
               f" {(predicted - peak) / peak:+7.1%}")
 
 
-def seed_tier_config(budget_s: float, runs_dir: str):
-    """The seed's tier for budgets under half an hour, made runnable here (see the module doc)."""
+def upstream_tier_config(budget_s: float, runs_dir: str):
+    """upstream LightLM's tier for budgets under half an hour, made runnable here (see the module doc)."""
     from engine.data.embedded import embedded_documents
 
     laptop = load_preset("laptop")
     documents = len(embedded_documents("python-stdlib"))
     return dataclasses.replace(
-        laptop, name="seed-tier",
+        laptop, name="upstream-tier",
         model=dataclasses.replace(laptop.model, num_layers=15, num_dims=512, num_heads=8, num_kv_heads=8,
                                   ffn_hidden_dims=1536, context_len=2048, vocab_size=8192),
         train=dataclasses.replace(laptop.train, time_budget_s=budget_s, max_steps=0, num_epochs=5, max_seq_len=512,
@@ -104,7 +105,7 @@ def seed_tier_config(budget_s: float, runs_dir: str):
 
 def held_out_bpb(run_dir: Path, skip_first: int) -> float:
     """Bits per byte of the run's final model on the full corpus's validation documents,
-    leaving out the first `skip_first` documents (the seed's subset could include them)."""
+    leaving out the first `skip_first` documents (upstream LightLM's subset could include them)."""
     import math
 
     import numpy as np
@@ -114,7 +115,7 @@ def held_out_bpb(run_dir: Path, skip_first: int) -> float:
     from engine.data.embedded import embedded_documents
     from engine.data.token_store import validation_indices
     from engine.train.evaluate import evaluate_model
-    from engine.generation import load_run
+    from engine.runs.trained_run import load_run
 
     docs = embedded_documents("python-stdlib")
     held_out = [docs[i].text for i in validation_indices(len(docs), 0.02) if i >= skip_first]
@@ -133,25 +134,25 @@ def held_out_bpb(run_dir: Path, skip_first: int) -> float:
 
 def quality(budget: str, rounds: int, only: list[str] | None = None) -> None:
     seconds = parse_budget(budget)
-    results: dict[str, list[float]] = {"planned": [], "adamw": [], "laptop": [], "seed": []}
+    results: dict[str, list[float]] = {"planned": [], "adamw": [], "laptop": [], "upstream": []}
     with tempfile.TemporaryDirectory() as scratch:
         runs = f"{scratch}/runs"
-        seed_config = seed_tier_config(seconds, runs)
-        seed_toml = Path(scratch) / "seed.toml"
-        save_config(seed_config, seed_toml)
+        upstream_config = upstream_tier_config(seconds, runs)
+        upstream_toml = Path(scratch) / "upstream.toml"
+        save_config(upstream_config, upstream_toml)
         for round_index in range(rounds):
             commands = {
                 "planned": ["train", "--preset", "laptop", "--budget", budget],
                 "adamw": ["train", "--preset", "laptop", "--budget", budget, "--set", "train.optimizer=adamw"],
                 "laptop": ["train", "--preset", "laptop", "--set", f"train.time_budget_s={seconds}"],
-                "seed": ["train", "--config", str(seed_toml)],
+                "upstream": ["train", "--config", str(upstream_toml)],
             }
             for name, args in commands.items():
-                if name not in (only or ["planned", "laptop", "seed"]):
+                if name not in (only or ["planned", "laptop", "upstream"]):
                     continue
                 run_dir = Path(runs) / f"{name}-{round_index}"
                 wall, _, output = run_cli([*args, "--runs-dir", runs, "--run-dir", str(run_dir)], Path(scratch))
-                bpb = held_out_bpb(run_dir, skip_first=seed_config.data.subset_size)
+                bpb = held_out_bpb(run_dir, skip_first=upstream_config.data.subset_size)
                 results[name].append(bpb)
                 steps = re.findall(r"Finished \(\w+\) at step (\d+)", output)
                 print(f"round {round_index + 1}: {name:<8} wall {wall:6.1f} s, {steps[-1] if steps else '?'} steps, "
@@ -171,7 +172,8 @@ def main() -> None:
     quality_parser = commands.add_parser("quality")
     quality_parser.add_argument("--budget", default="5m")
     quality_parser.add_argument("--rounds", type=int, default=1)
-    quality_parser.add_argument("--only", nargs="+", choices=["planned", "adamw", "laptop", "seed"], help="run only these")
+    quality_parser.add_argument("--only", nargs="+", choices=["planned", "adamw", "laptop", "upstream"],
+                                help="run only these")
     args = parser.parse_args()
     if args.command == "timing":
         timing(args.budgets, args.rounds)

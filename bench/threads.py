@@ -1,10 +1,11 @@
 """How many torch threads should training use, alone and with a UI beside it?
 
 For each torch intra-op thread count, trains the `laptop` preset's model on random tokens
-(the trainer's own step: forward, backward, clipping, the preset's optimizer, bf16 autocast where supported) in an engine thread, alone and
-with a stand-in UI in the main thread: a 20 Hz timer doing ~2 ms of Python work per tick,
-as a Textual app redrawing a monitor would. Prints median tokens/s and the UI's tick lag
-(p50 / p99). The configurations are interleaved round by round.
+(the trainer's own step: forward, backward, clipping, the preset's optimizer, bf16 autocast
+where supported) in an engine thread, alone and with a stand-in UI in the main thread: a
+20 Hz timer doing ~2 ms of Python work per tick, as a Textual app redrawing a monitor would.
+Prints median tokens/s and the UI's tick lag (p50 / p99). The configurations are
+interleaved round by round.
 
     python bench/threads.py [--rounds 3] [--seconds 8]
 """
@@ -21,7 +22,7 @@ import torch
 
 from engine.config import load_preset
 from engine.data.loader import StepBatch
-from engine.device import setup_compute
+from engine.machine.device import setup_compute
 from engine.model.builder import build_model
 from engine.train.optimizers import build_optimizer
 from engine.train.step import TrainStep

@@ -26,7 +26,7 @@ from engine.config import ModelConfig
 from engine.model.estimates import flops_per_token, parameter_count
 from engine.model.hf_compat import llama_config_kwargs, to_hf_state_dict
 from engine.model.transformer import Transformer
-from engine.perf import matmul_peak_flops
+from engine.machine.perf import matmul_peak_flops
 
 SHAPES = {
     "5M": ModelConfig(vocab_size=8192, num_dims=256, num_heads=8, num_kv_heads=2, num_layers=4,
@@ -122,7 +122,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {BATCH} x seq {SEQ}; "
           f"median of {args.rounds} interleaved rounds x {args.steps} steps")
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    header = f"{'shape':<6}{'params':>8} {'dtype':<5} {'compile':<8}{'ours tok/s':>11}{'HF tok/s':>10}{'ratio':>7}{'MFU ours':>9}{'MFU HF':>8}"
+    header = (f"{'shape':<6}{'params':>8} {'dtype':<5} {'compile':<8}{'ours tok/s':>11}{'HF tok/s':>10}{'ratio':>7}"
+              f"{'MFU ours':>9}{'MFU HF':>8}")
     print(header)
     print("-" * len(header))
     for shape in args.shapes:

@@ -119,9 +119,11 @@ def main() -> None:
     print(f"laptop preset ({args.dtype}), {args.steps} steps, median of {args.rounds} interleaved rounds, "
           "each side a fresh process")
     print(f"headless     {statistics.median(alone):>8,.0f} tokens/s")
-    print(f"with the app {statistics.median(in_app):>8,.0f} tokens/s   ratio {statistics.median(in_app) / statistics.median(alone):.3f}")
+    print(f"with the app {statistics.median(in_app):>8,.0f} tokens/s   "
+          f"ratio {statistics.median(in_app) / statistics.median(alone):.3f}")
     print(f"the app's UI thread used {statistics.median(ui_shares):.1%} of the wall time (CPU) while training")
-    print(f"event-loop lag while training: p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {all_lags[-1] * 1e3:.1f} ms")
+    print(f"event-loop lag while training: p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, "
+          f"max {all_lags[-1] * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,15 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from engine.config import RunConfig, load_preset
-from engine.runs.events import EngineError, ExportFinished, GeneratedText, PlanReady
-from engine.paths import cache_dir
+from engine import api
+from engine.config import ConfigError, RunConfig, load_preset
+from engine.errors import UserFacingError
+from engine.machine.paths import cache_dir
+from engine.runs.events import EngineError, ExportFinished
 
 from lightlm_tui.bridge import EngineBridge, EngineEvent
 from lightlm_tui.commands import binding_commands
 from lightlm_tui.output_guard import caught_summary, stray_output_to
-from lightlm_tui.screens.budget import BudgetScreen
 from lightlm_tui.screens.config import FIRST_RUN_BUDGET_S, ConfigScreen
 from lightlm_tui.screens.hardware import HardwareScreen
 from lightlm_tui.screens.monitor import MonitorScreen
@@ -87,25 +88,33 @@ class LightLMApp(App):
         5-minute budget on this machine, so `t` trains for 5 minutes whatever the CPU or GPU."""
         return self.show_config(plan_budget_s=FIRST_RUN_BUDGET_S)
 
-    def start_run(self, config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> MonitorScreen | None:
-        """Start (or resume) training `config` on the engine thread and show its Monitor. With
-        train.processes > 1 the run starts detached under torchrun, and its Monitor follows and
-        controls it through the run dir."""
+    def start_run(self, config: RunConfig) -> MonitorScreen | None:
+        """Train `config` and show its Monitor: on the engine thread, or with train.processes > 1
+        as DDP ranks in the background, which the Monitor follows and controls through the run dir."""
         if config.train.processes > 1:
-            from engine.launch import start_in_background
-            from engine.runs.detach import DetachError
-
-            try:
-                run_dir = start_in_background(config, run_dir, resume)
-            except (DetachError, OSError) as exc:
-                self.notify(str(exc), severity="error")
-                return None
-            monitor = MonitorScreen(run_dir)
-            self.push_screen(monitor)
-            return monitor
-        monitor = MonitorScreen(bridge=self.bridge, live_run_dir=run_dir)
+            return self._in_background(lambda: api.start_run(config, detach=True))
+        monitor = MonitorScreen(bridge=self.bridge)
         self.push_screen(monitor)
-        self.bridge.start_run(config, run_dir, resume)
+        self.bridge.start_run(config, owner=monitor)
+        return monitor
+
+    def resume_run(self, run_dir: Path, config: RunConfig) -> MonitorScreen | None:
+        """Continue `run_dir` (whose recorded config is `config`) from its latest checkpoint."""
+        if config.train.processes > 1:
+            return self._in_background(lambda: api.resume_run(run_dir, detach=True))
+        monitor = MonitorScreen(bridge=self.bridge)
+        self.push_screen(monitor)
+        self.bridge.resume_run(run_dir, owner=monitor)
+        return monitor
+
+    def _in_background(self, start) -> MonitorScreen | None:
+        try:
+            started = start()
+        except (UserFacingError, ConfigError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return None
+        monitor = MonitorScreen(started.run_dir)
+        self.push_screen(monitor)
         return monitor
 
     def action_help(self) -> None:
@@ -131,31 +140,14 @@ class LightLMApp(App):
         return screen
 
     def on_engine_event(self, message: EngineEvent) -> None:
-        event = message.event
-        if isinstance(event, PlanReady):
-            for screen in self.screen_stack:
-                if isinstance(screen, (BudgetScreen, ConfigScreen)):
-                    screen.plan_ready(event)
-            return
-        if isinstance(event, ExportFinished):
+        """An engine event reaches the screen whose request it answers; the rest are shown here."""
+        event, owner = message.event, message.owner
+        if owner is not None and owner in self.screen_stack:
+            owner.engine_event(event)
+        elif isinstance(event, ExportFinished):
             self.notify(f"exported {event.run_dir} to {event.path}")
         elif isinstance(event, EngineError) and event.recoverable:
-            planning = next((s for s in self.screen_stack if isinstance(s, BudgetScreen) and s.waiting_for), None)
-            if planning is not None:  # the error answers the plan being waited for
-                planning.plan_failed(event.message)
-                return
-            first_run = next((s for s in self.screen_stack if isinstance(s, ConfigScreen) and s.planning_for), None)
-            if first_run is not None:
-                first_run.plan_failed(event.message)
-                return
-            if not self.bridge.busy:
-                self.notify(event.message, severity="error")
-        for screen in self.screen_stack:
-            if isinstance(event, (GeneratedText, EngineError)) and isinstance(screen, PlaygroundScreen):
-                screen.apply(event)
-            elif (isinstance(screen, MonitorScreen) and screen.bridge is not None
-                  and not isinstance(event, GeneratedText) and screen.wants(event)):
-                screen.apply(event)
+            self.notify(event.message, severity="error")
 
     def on_unmount(self) -> None:
         if self._bridge is not None:

@@ -1,11 +1,15 @@
-"""The `lightlm-tui` command: no arguments opens the app; subcommands go to the engine's CLI.
+"""The `lightlm-tui` command: no arguments opens the app; `monitor` and `compare` open it on run
+folders; every other command is the engine's headless CLI. One parser (engine/cli/parser.py)
+reads them all.
 
-Kept tiny and free of torch / Textual imports so `lightlm-tui --help` answers at once.
+Kept free of torch / Textual imports until a command needs them, so `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import sys
+
+EXIT_BAD_INPUT = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,46 +19,30 @@ def main(argv: list[str] | None = None) -> int:
         from lightlm_tui.app import run_app
 
         return run_app()
-    if argv[0] == "monitor":
-        return _monitor(argv[1:])
-    if argv[0] == "compare":
-        return _compare(argv[1:])
-    from engine.cli import main as cli_main
+    from engine.cli.parser import APP_COMMANDS, build_parser
 
-    return cli_main(argv)
+    if argv[0] not in APP_COMMANDS:
+        from engine.cli import main as cli_main
 
+        return cli_main(argv)
+    args = build_parser().parse_args(argv)
+    from engine import api
+    from engine.errors import UserFacingError
 
-def _monitor(argv: list[str]) -> int:
-    """`lightlm-tui monitor RUN_DIR`: the Monitor on any run directory (live or finished)."""
-    from pathlib import Path
-
-    if len(argv) != 1 or argv[0].startswith("-"):
-        sys.stderr.write("usage: lightlm-tui monitor RUN_DIR\n")
-        return 2
-    run_dir = Path(argv[0])
-    if not (run_dir / "events.jsonl").is_file():
-        sys.stderr.write(f"lightlm-tui: {run_dir} has no events.jsonl; is it a run directory?\n")
-        return 2
+    try:
+        if args.command == "monitor":
+            (run_dir,) = api.watch([args.run_dir])
+        else:
+            if len(args.run_dirs) < 2:
+                raise UserFacingError("compare needs two or more run directories: "
+                                      "lightlm-tui compare RUN_DIR RUN_DIR ...")
+            run_dirs = api.watch(args.run_dirs)
+    except UserFacingError as exc:
+        sys.stderr.write(f"lightlm-tui: {exc}\n")
+        return EXIT_BAD_INPUT
     from lightlm_tui.app import run_app
 
-    return run_app(run_dir)
-
-
-def _compare(argv: list[str]) -> int:
-    """`lightlm-tui compare RUN_DIR RUN_DIR ...`: two or more runs overlaid (live ones follow)."""
-    from pathlib import Path
-
-    if len(argv) < 2 or any(a.startswith("-") for a in argv):
-        sys.stderr.write("usage: lightlm-tui compare RUN_DIR RUN_DIR [RUN_DIR ...]\n")
-        return 2
-    run_dirs = [Path(a) for a in argv]
-    for run_dir in run_dirs:
-        if not (run_dir / "events.jsonl").is_file():
-            sys.stderr.write(f"lightlm-tui: {run_dir} has no events.jsonl; is it a run directory?\n")
-            return 2
-    from lightlm_tui.app import run_app
-
-    return run_app(compare_dirs=run_dirs)
+    return run_app(run_dir) if args.command == "monitor" else run_app(compare_dirs=run_dirs)
 
 
 if __name__ == "__main__":

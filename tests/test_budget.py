@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from engine.budget import BudgetError, format_budget, parse_budget
+from engine.config.durations import BudgetError, format_budget, parse_budget
 from engine.train.budget_clock import EXIT_TAIL_S, BudgetClock
 from engine.train.schedule import lr_at, lr_at_progress
 
@@ -135,7 +135,7 @@ def test_a_stopped_budgeted_run_resumes_with_what_its_budget_has_left(tiny_run_c
     import threading
     import time
 
-    from engine.train.checkpoint import load_latest
+    from engine.runs.checkpoint import load_latest
     from engine.runs.events import StepMetrics
     from engine.train.trainer import Trainer
 

@@ -72,3 +72,18 @@ def test_check_reports_every_part_of_the_machine(tmp_path):
     assert all(c["status"] in {"ok", "warn", "fail"} and c["sentence"].endswith(".") for c in report["checks"])
     code, text, _ = run_cli("check", "--runs-dir", str(tmp_path))
     assert "cpu" in text and "RAM available" in text
+
+
+def test_help_lists_every_command_and_each_has_its_own_help():
+    from engine.cli.parser import build_parser
+
+    result = subprocess.run([sys.executable, "-m", "lightlm_tui", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"train", "resume", "monitor", "compare", "export", "check", "plan", "control"} <= set(commands)
+    for name in commands:
+        assert f"\n    {name} " in result.stdout, f"`lightlm-tui --help` does not list {name}"
+        shown = subprocess.run([sys.executable, "-m", "lightlm_tui", name, "--help"], capture_output=True,
+                               text=True, timeout=60)
+        assert shown.returncode == 0 and shown.stdout.startswith(f"usage: lightlm-tui {name}"), name

@@ -38,7 +38,8 @@ def test_train_then_eval_generate_and_resume(tiny_run_config, tmp_path):
 
     code, out, err = run_cli("generate", str(run_dir), "--prompt", "The ", "--max-new-tokens", "20", "--seed", "1")
     assert code == 0, err
-    from engine.generation import SamplingSettings, generate_text, load_run
+    from engine.runs.trained_run import load_run
+    from engine.use.generate import SamplingSettings, generate_text
 
     # Seeded sampling: the same text as the engine's generate on this run (the CLI's defaults).
     expected = generate_text(load_run(run_dir), "The ", SamplingSettings(20, 0.8, 50, 0.95, seed=1))
@@ -74,7 +75,7 @@ def test_export_loads_in_transformers_with_equal_logits(tiny_run_config, tmp_pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.generation import load_run
+    from engine.runs.trained_run import load_run
 
     config_path = save_config(tiny_run_config(max_steps=5, eval_interval=0), tmp_path / "run.toml")
     assert run_cli("train", "--config", str(config_path), "--runs-dir", str(tmp_path / "runs"))[0] == 0
@@ -104,7 +105,8 @@ def test_ctrl_c_stops_with_a_checkpoint(tiny_run_config, tmp_path):
 
     config_path = save_config(tiny_run_config(max_steps=100_000, eval_interval=0), tmp_path / "run.toml")
     process = subprocess.Popen(
-        [sys.executable, "-m", "lightlm_tui", "train", "--config", str(config_path), "--runs-dir", str(tmp_path / "runs")],
+        [sys.executable, "-m", "lightlm_tui", "train", "--config", str(config_path),
+         "--runs-dir", str(tmp_path / "runs")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines = []
@@ -118,7 +120,7 @@ def test_ctrl_c_stops_with_a_checkpoint(tiny_run_config, tmp_path):
     assert process.returncode == 0, output
     assert "stopping after this step" in output and "Finished (stopped)" in output
     assert "Traceback" not in output
-    from engine.train.checkpoint import load_latest
+    from engine.runs.checkpoint import load_latest
 
     assert load_latest(tmp_path / "runs" / "t").state.step >= 20
 

@@ -11,7 +11,7 @@ from engine.cli import main as cli_main
 from engine.config import save_config
 from engine.runs.control_channel import ControlWatcher, apply_request, send_request
 from engine.runs.events import LogLine, PauseChanged, RunFinished, StepMetrics
-from engine.runs.run_dir import read_events, summarize_run
+from engine.runs.run_dir import summarize_run
 from engine.train.trainer import TrainControl, Trainer
 
 

@@ -85,7 +85,8 @@ def test_token_store_tokenises_once_and_reopens_from_cache(text_folder, tmp_path
     pieces = first.tokenizer.decode(np.asarray(first.train).tolist()).split("<|endoftext|>")
     assert sorted(pieces[:-1]) == sorted(t for i, t in enumerate(dataset["text"]) if i not in {0, 13, 26, 39})
     # A different vocabulary is a different cache entry.
-    other = prepare_token_store(dataset, config(text_folder, cache_dir=str(tmp_path / "cache"), tokenizer_vocab_size=280))
+    other = prepare_token_store(dataset, config(text_folder, cache_dir=str(tmp_path / "cache"),
+                                                tokenizer_vocab_size=280))
     assert other.directory != first.directory and not other.from_cache
 
 
@@ -95,7 +96,7 @@ def test_targets_are_the_inputs_shifted_by_one():
     assert inputs.shape == targets.shape == (3, 16) and inputs.dtype == torch.int64
     assert torch.equal(targets[:, :-1], inputs[:, 1:])
     assert torch.equal(targets[:, -1], inputs[:, -1] + 1)
-    assert not torch.equal(inputs, targets)  # the seed's bug: labels = inputs
+    assert not torch.equal(inputs, targets)  # upstream LightLM's bug: labels = inputs
 
 
 def test_windows_are_a_pure_function_of_seed_and_step():

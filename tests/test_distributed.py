@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from engine.config import save_config
 from engine.runs.control_channel import send_request
 from conftest import make_tiny_run_config
-from engine.train.checkpoint import latest_name, load_latest
+from engine.runs.checkpoint import latest_name, load_latest
 
 STEPS = 20
 
@@ -192,7 +192,8 @@ def test_a_killed_rank_ends_the_run_quickly_and_resume_continues(tiny_run_config
             process.kill()
     checkpoint = load_latest(run_dir)  # complete, and `latest` names it
     assert checkpoint.state.step >= 3
-    text = (run_dir / "config.toml").read_text().replace("max_steps = 100000", f"max_steps = {checkpoint.state.step + 2}")
+    text = (run_dir / "config.toml").read_text().replace("max_steps = 100000",
+                                                         f"max_steps = {checkpoint.state.step + 2}")
     (run_dir / "config.toml").write_text(text)
     result = run("resume", str(run_dir), "--nproc", "1")
     assert result.returncode == 0, result.stderr[-3000:]

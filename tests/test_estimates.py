@@ -28,8 +28,10 @@ def measured_saved_bytes(model: Transformer, batch: int, seq: int, bf16: bool) -
 
 
 SHAPES = [
-    ModelConfig(vocab_size=2048, num_dims=128, num_heads=4, num_kv_heads=2, num_layers=2, ffn_hidden_dims=352, context_len=128),
-    ModelConfig(vocab_size=1024, num_dims=192, num_heads=6, num_kv_heads=6, num_layers=3, ffn_hidden_dims=512, context_len=128),
+    ModelConfig(vocab_size=2048, num_dims=128, num_heads=4, num_kv_heads=2, num_layers=2, ffn_hidden_dims=352,
+                context_len=128),
+    ModelConfig(vocab_size=1024, num_dims=192, num_heads=6, num_kv_heads=6, num_layers=3, ffn_hidden_dims=512,
+                context_len=128),
     # use_flash=false: fused / math SDPA instead of explicit attention in bf16.
     ModelConfig(vocab_size=1024, num_dims=128, num_heads=8, num_kv_heads=2, num_layers=2, ffn_hidden_dims=352,
                 context_len=128, use_flash=False),

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from engine.config import save_config
 from engine.runs.control_channel import ControlWatcher, send_request
 from engine.runs.run_dir import list_runs
-from engine.train.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_latest
+from engine.runs.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_latest
 
 STEPS = 12
 
@@ -104,7 +104,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(setup, tmp_path):
     first = subprocess.run(cli("train", "--config", str(config), "--run-dir", str(run_dir),
                                "--set", "train.max_steps=3"), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0 and latest_name(run_dir) == "step_000003"
-    (run_dir / "config.toml").write_text((run_dir / "config.toml").read_text().replace("max_steps = 3", "max_steps = 8"))
+    (run_dir / "config.toml").write_text(
+        (run_dir / "config.toml").read_text().replace("max_steps = 3", "max_steps = 8"))
     weights_size = (run_dir / "checkpoints" / "step_000003" / "model.safetensors").stat().st_size
 
     def small_disk():

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.runs.events import EvalResult, MicroBatchReduced, RunFinished, StepMetrics, StepSkipped
-from engine.train.checkpoint import latest_name, load_latest
+from engine.runs.checkpoint import latest_name, load_latest
 from engine.train.trainer import Trainer
 
 
@@ -110,7 +110,8 @@ def test_bad_steps_before_any_checkpoint_stop_the_run_with_a_sentence(tiny_run_c
 def test_a_malformed_fault_plan_is_refused_with_its_form(tiny_run_config, tmp_path, monkeypatch, text):
     monkeypatch.setenv("LIGHTLM_FAULTS", text)
     _, finished, _ = train(tiny_run_config(max_steps=2, eval_interval=0), tmp_path / "run")
-    assert finished.status == "failed" and "use oom:STEP:MAX[@RANK], oom-eval:STEP:MAX[@RANK], nan:FIRST-LAST or kill:STEP" in finished.message
+    assert finished.status == "failed" and (
+        "use oom:STEP:MAX[@RANK], oom-eval:STEP:MAX[@RANK], nan:FIRST-LAST or kill:STEP" in finished.message)
 
 
 async def test_the_monitor_shows_what_the_run_survived(tiny_run_config, tmp_path, monkeypatch):

@@ -13,8 +13,8 @@ import torch
 
 from engine.cli import main
 from engine.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
-from engine.generation import load_run
-from engine.gguf_export import EXPORTED_BY_KEY, export_gguf
+from engine.runs.trained_run import load_run
+from engine.use.gguf_export import EXPORTED_BY_KEY, export_gguf
 from engine.runs.run_dir import EventLog
 from engine.train.trainer import Trainer, TrainControl
 
@@ -143,10 +143,10 @@ def test_logits_are_close_to_ours(trained_run, exported, gguf_type):
 def test_rotary_rows_are_reordered_for_llama_cpp(trained_run, tmp_path, monkeypatch):
     """With sharper attention (query and key weights x4) position matters more, so exporting
     q_proj / k_proj in our rotate-half order would show: it does, and the reordered rows agree."""
-    import engine.gguf_export as gguf_export
+    import engine.use.gguf_export as gguf_export
     from safetensors.torch import load_file, save_file
 
-    from engine.train.checkpoint import load_latest
+    from engine.runs.checkpoint import load_latest
 
     run_dir = copy_run(trained_run, tmp_path / "sharp")
     weights_file = load_latest(run_dir).path / "model.safetensors"
@@ -288,7 +288,7 @@ def tokenizer_with(pre_tokenizer=None, normalizer=None):
 def test_tokenizers_llama_cpp_would_split_differently_are_refused_by_name():
     from tokenizers import Regex, normalizers, pre_tokenizers
 
-    from engine.gguf_export import ExportError, gguf_vocab
+    from engine.use.gguf_export import ExportError, gguf_vocab
 
     plain = tokenizer_with()
     vocab = gguf_vocab(plain, len(plain.hf) + 2)  # ids past the tokenizer become unused placeholders
@@ -301,7 +301,8 @@ def test_tokenizers_llama_cpp_would_split_differently_are_refused_by_name():
             pre_tokenizers.Split(Regex(r"\p{N}{1,3}"), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])),
          "uses pre-tokenizer Sequence(Split, ByteLevel)"),
-        (tokenizer_with(pre_tokenizers.ByteLevel(add_prefix_space=True)), "uses pre-tokenizer ByteLevel with add_prefix_space"),
+        (tokenizer_with(pre_tokenizers.ByteLevel(add_prefix_space=True)),
+         "uses pre-tokenizer ByteLevel with add_prefix_space"),
         (tokenizer_with(normalizer=normalizers.NFKC()), "has a NFKC normalizer"),
     ]
     for tokenizer, sentence in cases:

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from engine.config import ModelConfig, RunConfig, TrainConfig
 from engine.data.loader import StepBatch
-from engine.device import setup_compute
+from engine.machine.device import setup_compute
 from engine.model.builder import build_model
 from engine.train.distributed import Distributed
 from engine.train.optimizers import build_optimizer

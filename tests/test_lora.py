@@ -18,10 +18,9 @@ from engine.errors import UserFacingError
 from engine.model.builder import build_model
 from engine.model.lora import LoraError, LoraLinear, apply_lora, merged_state_dict
 from engine.runs.events import RunStarted
-from engine.train.checkpoint import load_latest
+from engine.runs.checkpoint import load_latest
 from engine.train.init_from import InitFromError, base_problems, finetune_config, resolve_base
 from engine.train.optimizers import build_optimizer
-from engine.train.trainer import Trainer
 
 from test_trainer import train
 
@@ -57,7 +56,7 @@ def sha256(path):
 
 
 def adapted_model(run_dir):
-    from engine.generation import load_run
+    from engine.runs.trained_run import load_run
 
     return load_run(run_dir).model
 
@@ -89,7 +88,8 @@ def test_lora_trains_the_adapters_and_leaves_the_base_bit_identical(base_run, tm
     checkpoint = load_latest(tmp_path / "lora")
     assert set(checkpoint.model_state) == {k for k in state if k.endswith((".lora_A", ".lora_B"))}
     assert checkpoint.state.extra["base"] == {"checkpoint": str(base_checkpoint), "sha256": before}
-    assert (checkpoint.path / "model.safetensors").stat().st_size < 0.25 * (base_checkpoint / "model.safetensors").stat().st_size
+    assert ((checkpoint.path / "model.safetensors").stat().st_size
+            < 0.25 * (base_checkpoint / "model.safetensors").stat().st_size)
 
 
 def test_step_zero_equals_the_base_model(base_run):
@@ -101,7 +101,8 @@ def test_step_zero_equals_the_base_model(base_run):
     idx = torch.randint(0, 512, (2, 20), generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain(idx)[0], adapted(idx)[0])
     # The base is frozen before the optimizer is built: it holds the adapters alone.
-    optimizer = build_optimizer(adapted, dataclasses.replace(base.config, lora=LoraConfig(enabled=True)), torch.device("cpu"))
+    optimizer = build_optimizer(adapted, dataclasses.replace(base.config, lora=LoraConfig(enabled=True)),
+                                torch.device("cpu"))
     held = [p for group in optimizer.param_groups for p in group["params"]]
     assert len(held) == 2 * 7 * base.config.model.num_layers
     assert all(p.shape[0] == 8 or p.shape[1] == 8 for p in held)
@@ -125,7 +126,7 @@ def test_lora_resume_is_bit_identical(base_run, tmp_path, token_cache, optimizer
 @pytest.fixture(scope="module")
 def trained_lora(base_run, tmp_path_factory, token_cache):
     """A finished LoRA run with rsLoRA on every linear layer, and its exports."""
-    from engine.export import export_hf, export_peft
+    from engine.use.hf_export import export_hf, export_peft
 
     root = tmp_path_factory.mktemp("lora-run")
     config = replace_train(lora_config(base_run, root, token_cache, target_modules=("all-linear",), use_rslora=True,
@@ -177,7 +178,8 @@ def test_peft_loads_the_adapter_folder_with_equal_logits(trained_lora):
 
 
 def test_generate_samples_from_base_plus_adapters(trained_lora):
-    from engine.generation import SamplingSettings, generate_text, load_run
+    from engine.runs.trained_run import load_run
+    from engine.use.generate import SamplingSettings, generate_text
 
     run = load_run(trained_lora[0])
     assert any(isinstance(m, LoraLinear) for m in run.model.modules())
@@ -197,7 +199,8 @@ def test_a_typo_in_target_modules_lists_the_real_names(base_run, tmp_path, token
 
 def test_rank_larger_than_a_target_is_refused(base_run):
     base = resolve_base(base_run)
-    with pytest.raises(LoraError, match=r"lora.rank 40 is larger than layers.0.self_attn.k_proj's smaller side \(32 x 64\)"):
+    with pytest.raises(LoraError,
+                       match=r"lora.rank 40 is larger than layers.0.self_attn.k_proj's smaller side \(32 x 64\)"):
         build_model(base.config.model, lora=LoraConfig(enabled=True, rank=40, target_modules=("attn",)))
 
 
@@ -345,7 +348,8 @@ def test_a_base_whose_bpe_came_out_smaller_than_its_vocabulary_fine_tunes(base_r
     """A BPE trained on a small corpus can have fewer tokens than model.vocab_size; the base kept
     its size, and its fine-tune (same tokenizer folder) must accept that."""
     small = make_tiny_run_config(token_cache, str(tmp_path / "runs"), max_steps=3, eval_interval=3)
-    small = dataclasses.replace(small, data=dataclasses.replace(small.data, source=str(base_run.parent / "notes.jsonl")))
+    small = dataclasses.replace(small, data=dataclasses.replace(small.data,
+                                                                source=str(base_run.parent / "notes.jsonl")))
     trainer, finished, _ = train(small, tmp_path / "small-base")
     assert finished.status == "completed", finished.message
     assert trainer.store.meta.vocab_size < small.model.vocab_size

@@ -46,7 +46,7 @@ def test_logits_match_hugging_face_llama(config):
         ours_logits, _, _ = ours(idx)
         hf_logits = hf(idx).logits
     assert torch.allclose(ours_logits, hf_logits, atol=1e-4, rtol=0)
-    # In fp32 on the CPU both run the same kernels in the same order: bit for bit (the README
+    # In fp32 on the CPU both run the same kernels in the same order: bit for bit (docs/model.md
     # says so; torch 2.13.0, transformers 5.24). The 1e-4 above is the contract elsewhere.
     assert torch.equal(ours_logits, hf_logits), (ours_logits - hf_logits).abs().max()
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
@@ -66,7 +66,7 @@ def test_state_dict_names_map_both_ways():
 
 
 def test_loss_is_over_the_targets_given_not_the_inputs():
-    """The seed trained on labels = input_ids (no shift): a model could score by copying.
+    """Upstream LightLM trained on labels = input_ids (no shift): a model could score by copying.
     Here the loss must be cross-entropy of logits[t] against targets[t] exactly."""
     torch.manual_seed(0)
     model = Transformer(GQA)

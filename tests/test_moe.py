@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from engine.config import ModelConfig, RunConfig, TrainConfig
 from engine.data.loader import StepBatch
-from engine.device import setup_compute
+from engine.machine.device import setup_compute
 from engine.model.builder import build_model
 from engine.model.moe import GroupedExperts, MoEFeedForward
-from engine.model.transformer import HIDDEN_MATRICES, ROUTERS, FeedForward
+from engine.model.layers import HIDDEN_MATRICES, ROUTERS, FeedForward
 from engine.train.muon import MuonAdamW
 from engine.train.optimizers import build_optimizer
 from engine.train.step import TrainStep

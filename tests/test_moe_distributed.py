@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from engine.config import save_config
-from engine.train.checkpoint import latest_name
+from engine.runs.checkpoint import latest_name
 
 
 def test_two_processes_move_the_routing_bias_like_one(tiny_run_config, tmp_path):

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from engine.export import ExportError, export_hf
-from engine.generation import load_run
+from engine.use.hf_export import ExportError, export_hf
+from engine.runs.trained_run import load_run
 from engine.train.trainer import Trainer
 
 

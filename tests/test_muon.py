@@ -10,7 +10,7 @@ from engine.config.schema import ModelConfig
 from engine.model.estimates import optimizer_bytes, parameter_count
 from engine.model.transformer import Transformer
 from engine.train.muon import MuonAdamW, orthogonalise
-from engine.train.trainer import build_optimizer
+from engine.train.optimizers import build_optimizer
 
 
 @pytest.mark.parametrize("shape", [(3, 48, 160), (3, 160, 48), (64, 64)])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from engine.config import RunConfig, load_preset, validate
+from engine.config import load_preset, validate
 from engine.model.estimates import parameter_count, training_memory
 from engine.planner.calibrate import Calibration
 from engine.planner.plan import PlanError, make_plan
@@ -142,7 +142,8 @@ def test_planning_counts_against_the_budget_only_when_the_clock_has_started(monk
     assert (later.train_s - now.train_s) / 0.94 >= 11.5 - 1e-6  # the 10 s before, and the 1.5 s of planning
 
 
-@pytest.mark.parametrize("budget, message", [("5 parsecs", "unknown unit"), ("-1m", "not a positive"), ("0", "not a positive")])
+@pytest.mark.parametrize("budget, message",
+                         [("5 parsecs", "unknown unit"), ("-1m", "not a positive"), ("0", "not a positive")])
 def test_plan_cli_refuses_bad_budgets_in_one_sentence(budget, message, capsys):
     from engine.cli import main as cli_main
 
@@ -161,7 +162,7 @@ def test_a_real_calibration_measures_speed_and_memory(tmp_path, monkeypatch):
     # reaches a few % of it at least (~20 % on the 2-core machine).
     import torch
 
-    from engine.perf import matmul_peak_flops
+    from engine.machine.perf import matmul_peak_flops
 
     peak = matmul_peak_flops("cpu", getattr(torch, measured.dtype), budget_s=0.2)
     assert 0.01 * peak < measured.flops_per_s[0] < 1.5 * peak, (measured.flops_per_s, peak)
@@ -183,7 +184,7 @@ def test_the_memory_factor_is_measured_growth_over_the_estimate_in_bytes(tmp_pat
     from engine.planner.shapes import Shape
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr("engine.perf.process_ram_mb", lambda: 500.0)
+    monkeypatch.setattr("engine.machine.perf.process_ram_mb", lambda: 500.0)
     monkeypatch.setattr(calibrate_module, "_peak_rss_mb", lambda: 600.0)
     measured = calibrate_module.calibrate(threads=1, max_seconds=1.0, widths=(64,), use_cache=False)
     shape = Shape(64, calibrate_module.CALIBRATION_LAYERS)
@@ -215,6 +216,6 @@ def test_plan_counts_from_now_not_from_a_long_lived_callers_start(tmp_path, caps
     from engine.cli import main as cli_main
 
     monkeypatch.setattr("engine.planner.calibrate.calibrate", lambda **kwargs: fake_calibration())
-    monkeypatch.setattr("engine.cli._process_start", lambda: time.time() - 3600)
+    monkeypatch.setattr("engine.cli.commands._process_start", lambda: time.time() - 3600)
     assert cli_main(["plan", "--preset", "laptop", "--budget", "2m", "--json"]) == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["budget_s"] == 120

@@ -4,14 +4,15 @@ import threading
 
 from engine.runs.events import EvalResult, LogLine, PauseChanged, RunFinished, StepMetrics, event_from_dict
 from engine.runs.run_dir import read_events
-from engine.runner import EngineRunner, StartRun, StepThinner, Stop
+from engine.launch.engine_thread import EngineRunner, StartRun, StepThinner, Stop
 
 
 def test_events_round_trip_through_json():
     event = StepMetrics(step=3, epoch=0.1, loss=2.5, lr=1e-3, grad_norm=0.7, tokens_per_s=100.0, mfu=0.2, ram_mb=50.0)
     data = event.to_dict()
     assert data["type"] == "step" and event_from_dict(data) == event
-    assert event_from_dict({**EvalResult(1, 2.0, 1.5, 7.4).to_dict(), "future_field": 1}) == EvalResult(1, 2.0, 1.5, 7.4)
+    assert (event_from_dict({**EvalResult(1, 2.0, 1.5, 7.4).to_dict(), "future_field": 1})
+            == EvalResult(1, 2.0, 1.5, 7.4))
 
 
 def test_step_events_are_thinned_to_the_rate_but_the_last_passes():
@@ -30,7 +31,7 @@ def test_step_events_are_thinned_to_the_rate_but_the_last_passes():
 def test_runner_trains_and_stops_on_request(tiny_run_config, tmp_path):
     events, done, asked_at = [], threading.Event(), []
 
-    def listener(event):
+    def listener(event, command=None):
         events.append(event)
         if isinstance(event, StepMetrics) and event.step >= 5 and not asked_at:
             asked_at.append(event.step)
@@ -55,11 +56,11 @@ def test_runner_pauses_resumes_saves_and_evaluates_on_request(tiny_run_config, t
     import time
 
     from engine.runs.events import CheckpointSaved
-    from engine.runner import EvalNow, Pause, Resume, SaveNow
+    from engine.launch.engine_thread import EvalNow, Pause, Resume, SaveNow
 
     events, done, paused = [], threading.Event(), threading.Event()
 
-    def listener(event):
+    def listener(event, command=None):
         events.append(event)
         if isinstance(event, PauseChanged) and event.paused:
             paused.set()

@@ -6,12 +6,12 @@ import dataclasses
 import pytest
 import torch
 
-from engine.config import ModelConfig, RunConfig, TrainConfig, validate
+from engine.config import ModelConfig, RunConfig, TrainConfig
 from engine.data.loader import StepBatch
-from engine.device import setup_compute
+from engine.machine.device import setup_compute
 from engine.model.builder import build_model
-from engine.model.transformer import EMBEDDINGS, HIDDEN_MATRICES, NORMS
-from engine.train.checkpoint import config_hash
+from engine.model.layers import EMBEDDINGS, HIDDEN_MATRICES, NORMS
+from engine.runs.checkpoint import config_hash
 from engine.train.clock import CHECKPOINT, EVAL, PAUSE, TrainingClock
 from engine.train.decision import Boundary, Decision, RequestInbox, Requests, Schedule, TrainControl, decide
 from engine.train.optimizers import build_optimizer
@@ -206,7 +206,8 @@ def test_the_fault_plan_reads_the_environment_form():
     assert FaultPlan.parse("oom:3:2@1", rank=1).oom_at == {3: 2}
     assert FaultPlan.parse("oom:3:2@1", rank=0).oom_at == {}
     assert FaultPlan.parse("oom-eval:4:1").eval_oom_at == {4: 1}
-    with pytest.raises(ValueError, match=r"use oom:STEP:MAX\[@RANK\], oom-eval:STEP:MAX\[@RANK\], nan:FIRST-LAST or kill:STEP"):
+    with pytest.raises(ValueError,
+                       match=r"use oom:STEP:MAX\[@RANK\], oom-eval:STEP:MAX\[@RANK\], nan:FIRST-LAST or kill:STEP"):
         FaultPlan.parse("boom:1")
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.train.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
-from engine.runs.events import CheckpointSaved, EvalResult, RolledBack, RunFinished, RunStarted, StepMetrics, StepSkipped
+from engine.runs.checkpoint import CheckpointError, complete_checkpoints, latest_name, load_checkpoint, load_latest
+from engine.runs.events import CheckpointSaved, EvalResult, RolledBack, RunStarted, StepMetrics, StepSkipped
 from engine.train.schedule import lr_at
 from engine.train.trainer import Trainer, TrainControl
 
@@ -76,7 +76,7 @@ def test_half_written_checkpoint_is_never_latest(tiny_run_config, tmp_path, monk
     one) are written: that checkpoint never becomes `latest`, nothing half-written is left, and
     the run goes on (an interval save is tried again at the next one) or ends with a sentence."""
     config = tiny_run_config(max_steps=12, checkpoint_every_steps=5, eval_interval=0)
-    import engine.train.checkpoint as checkpoint_module
+    import engine.runs.checkpoint as checkpoint_module
 
     real_save, calls = checkpoint_module.save_file, []
     dying_call = {"interval": 3, "final": 5}[dies_at]  # each checkpoint writes two safetensors files

@@ -56,7 +56,7 @@ async def test_a_budget_too_short_says_the_shortest_that_works(monkeypatch):
     monkeypatch.setattr("engine.planner.calibrate.calibrate", lambda **kwargs: fake_calibration())
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        await open_budget(app, pilot, "0.001")  # the seed's example: 3.6 seconds
+        await open_budget(app, pilot, "0.001")  # upstream LightLM's example: 3.6 seconds
         await wait_for(lambda: "give at least" in state(app), pilot)
         assert app.screen.planned is None  # nothing to apply
 

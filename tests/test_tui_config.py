@@ -1,6 +1,5 @@
 """The Config screen, driven with the pilot: edit, refuse, list problems, presets, save, start."""
 
-import dataclasses
 
 from textual.widgets import DataTable, Static
 
@@ -124,7 +123,7 @@ async def test_starting_tiny_from_the_ui_trains_to_the_end(tiny_run_config):
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
         config = tiny_run_config(max_steps=60, eval_interval=30)
-        screen = await open_config(app, pilot, config)
+        await open_config(app, pilot, config)
         await pilot.press("t")
         await wait_for(lambda: isinstance(app.screen, MonitorScreen), pilot)
         monitor = app.screen

@@ -1,5 +1,5 @@
 """The first run: Hardware, Enter, and the Config screen offers a run sized for 5 minutes on
-this machine by the planner, and says how long it takes before Start (issue 17)."""
+this machine by the planner, and says how long it takes before Start."""
 
 from textual.widgets import DataTable, Static
 

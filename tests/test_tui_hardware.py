@@ -25,7 +25,7 @@ async def test_recheck_probes_again_and_q_quits(monkeypatch):
     """r goes back to "checking", runs the probe again and shows its new verdict; q exits with 0."""
     import threading
 
-    from engine.hardware import Check, HardwareReport
+    from engine.machine.hardware import Check, HardwareReport
 
     reports = [HardwareReport([Check("cpu", "ok", "2 cores", "2 CPU cores.")]),
                HardwareReport([Check("cpu", "ok", "2 cores", "2 CPU cores."),
@@ -38,7 +38,7 @@ async def test_recheck_probes_again_and_q_quits(monkeypatch):
             assert second_may_finish.wait(30)
         return report
 
-    monkeypatch.setattr("engine.hardware.probe", probe)
+    monkeypatch.setattr("engine.machine.hardware.probe", probe)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         summary = lambda: str(app.screen.query_one("#summary", Static).render())
@@ -57,7 +57,7 @@ async def test_recheck_probes_again_and_q_quits(monkeypatch):
 
 
 async def test_findings_wrap_instead_of_being_cut_off_at_80_columns():
-    from engine.hardware import Check, HardwareReport
+    from engine.machine.hardware import Check, HardwareReport
 
     long = "A deliberately long finding that cannot fit in the space an 80-column terminal leaves for it."
     report = HardwareReport([Check("gpu", "warn", "none", long), Check("cpu", "ok", "2 cores", "2 CPU cores.")])
@@ -86,3 +86,29 @@ async def test_question_mark_lists_the_screen_keys():
         assert "Continue" in text and "Re-check" in text and "Runs" in text and "Quit" in text
         await pilot.press("escape")
         await wait_for(lambda: not isinstance(app.screen, HelpDialog), pilot)
+
+
+async def test_enter_pressed_while_checking_continues_once_the_checks_end(monkeypatch):
+    """The key is kept, not dropped: the screen says so, and moves on when the probe answers."""
+    import threading
+
+    from engine.machine.hardware import Check, HardwareReport
+    from lightlm_tui.screens.config import ConfigScreen
+    from lightlm_tui.screens.hardware import HardwareScreen
+
+    may_finish = threading.Event()
+
+    def probe(*args, **kwargs):
+        assert may_finish.wait(30)
+        return HardwareReport([Check("cpu", "ok", "2 cores", "2 CPU cores.")])
+
+    monkeypatch.setattr("engine.machine.hardware.probe", probe)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        summary = lambda: str(app.screen.query_one("#summary", Static).render())
+        await wait_for(lambda: summary().startswith("Checking this machine"), pilot)
+        await pilot.press("enter")
+        await wait_for(lambda: "continues once the checks end" in summary(), pilot)
+        assert isinstance(app.screen, HardwareScreen)
+        may_finish.set()
+        await wait_for(lambda: isinstance(app.screen, ConfigScreen), pilot)

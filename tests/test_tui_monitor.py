@@ -61,7 +61,7 @@ async def test_live_run_from_the_app_shows_falling_loss_and_finishes(tiny_run_co
 
 
 async def test_stop_asks_first_then_stops_with_a_checkpoint(tiny_run_config):
-    from engine.train.checkpoint import load_latest
+    from engine.runs.checkpoint import load_latest
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -123,7 +123,7 @@ async def test_monitor_says_when_a_runs_process_is_gone(tmp_path):
 
 def test_monitor_command_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert launcher_main(["monitor", str(tmp_path)]) == 2
-    assert "has no events.jsonl" in capsys.readouterr().err
+    assert "is not a run directory" in capsys.readouterr().err
 
 
 async def test_a_finished_runs_monitor_keeps_its_own_run_when_another_is_resumed(tiny_run_config, tmp_path):

@@ -17,8 +17,9 @@ def trained_run(config, run_dir):
 
 
 async def test_playground_returns_text_from_the_latest_checkpoint(tiny_run_config, tmp_path):
-    from engine.generation import SamplingSettings, generate_text, load_run
-    from engine.train.checkpoint import complete_checkpoints
+    from engine.runs.trained_run import load_run
+    from engine.use.generate import SamplingSettings, generate_text
+    from engine.runs.checkpoint import complete_checkpoints
 
     # Checkpoints at steps 10 and 20: the Playground must sample from step 20's weights.
     run_dir = trained_run(tiny_run_config(max_steps=20, eval_interval=0, checkpoint_every_steps=10), tmp_path / "run")

@@ -5,7 +5,6 @@ import random
 
 from lightlm_tui.app import make_app
 from lightlm_tui.screens.hardware import HardwareScreen
-from lightlm_tui.screens.monitor import MonitorScreen
 from tui_helpers import wait_for
 
 # Keys a person might hit by mistake. Left out: the ones whose whole point is to end or start

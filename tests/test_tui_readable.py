@@ -1,4 +1,4 @@
-"""Curves and sentences readable at 80x24 (issue 17): the loss plot gets the graph column, the
+"""Curves and sentences readable at 80x24: the loss plot gets the graph column, the
 x axis follows the data, `y` (log y) and `m` (smoothing, train curve only) change what is
 drawn, log lines take one row each, and every dialog shows its whole sentence."""
 

@@ -70,7 +70,7 @@ async def test_runs_screen_lists_opens_and_resumes(tiny_run_config, tmp_path):
     # The export holds the resumed run's final (step 30) weights, under Llama's names.
     from safetensors.torch import load_file
 
-    from engine.generation import load_run
+    from engine.runs.trained_run import load_run
     from engine.model.hf_compat import from_hf_state_dict
 
     final = load_run(runs_dir / "halfway")

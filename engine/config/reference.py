@@ -1,6 +1,6 @@
 """The config reference as Markdown tables, generated from the schema's metadata.
 
-`python -m engine.config.reference` prints what README.md's "Config reference" holds;
+`python -m engine.config.reference` prints what docs/configuration.md's reference holds;
 `tests/test_docs.py` fails when the two drift apart.
 """
 

@@ -1,7 +1,7 @@
 """The run configuration: what a run is made of, as plain dataclasses.
 
 Every field carries its own help sentence and simple constraints in `metadata`, so the
-validator, the TOML loader, the README's config reference and the UI's settings table all
+validator, the TOML loader, the docs' config reference and the UI's settings table all
 read one source of truth. Cross-field rules live in `validate.py`.
 """
 
@@ -51,7 +51,7 @@ def setting(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The transformer's shape. Names follow the seed (LightLM) so its configs read the same."""
+    """The transformer's shape. Names follow upstream LightLM so its configs read the same."""
 
     vocab_size: int = setting(8192, "Tokens in the vocabulary; follows the tokenizer.", min=2)
     num_dims: int = setting(256, "Width of the residual stream (hidden size).", min=1)
@@ -174,7 +174,8 @@ class DataConfig:
     split: str = setting("train", "Dataset split to read.")
     text_field: str = setting("text", "Column that holds the text (json / csv / parquet / hub).")
     subset_size: int = setting(0, "Documents to use.", min=1, zero_means="all")
-    val_fraction: float = setting(0.02, "Fraction of documents held out for validation.", min=0.0, max=0.5, min_exclusive=True)
+    val_fraction: float = setting(0.02, "Fraction of documents held out for validation.", min=0.0, max=0.5,
+                                  min_exclusive=True)
     tokenizer: str = setting(
         "bpe", "bpe (train one on the corpus), bytes, or a path / hub id AutoTokenizer loads."
     )
@@ -233,7 +234,7 @@ SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data":
 
 
 def describe_setting(meta: Mapping[str, Any], quote: Callable[[str], str] = str) -> str:
-    """A setting's help with its allowed values, bounds and what 0 means (README and the UI)."""
+    """A setting's help with its allowed values, bounds and what 0 means (the docs' reference and the UI)."""
     parts = [meta["help"]]
     if meta.get("choices"):
         parts.append("One of: " + ", ".join(quote(c) for c in meta["choices"]) + ".")

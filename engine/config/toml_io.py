@@ -72,7 +72,7 @@ def config_from_dict(data: dict[str, Any], source: str = "") -> RunConfig:
 RETIRED = {
     ("train", "use_ddp"): (False, "DDP is on whenever a run has several processes: `lightlm-tui train --nproc N` "
                                   "(or torchrun); remove use_ddp"),
-    # LoRA moved to its own [lora] section (issue 12).
+    # LoRA settings have their own [lora] section.
     ("train", "use_lora"): (False, "LoRA settings live in the [lora] section now: write enabled = true under [lora]"),
     ("train", "lora_rank"): (8, "LoRA settings live in the [lora] section now: write rank under [lora]"),
     ("train", "lora_alpha"): (16.0, "LoRA settings live in the [lora] section now: write alpha under [lora]"),

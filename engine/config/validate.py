@@ -166,7 +166,8 @@ def _lora_rules(config: RunConfig) -> list[ConfigProblem]:
             f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a layer of this model; "
             f"the layers are {', '.join(LORA_TARGETS)} (or attn, mlp, all-linear).",
         ))
-    if m.use_moe and lora.target_modules and not unknown and not set(resolve_lora_targets(lora.target_modules)) - set(MLP_TARGETS):
+    if (m.use_moe and lora.target_modules and not unknown
+            and not set(resolve_lora_targets(lora.target_modules)) - set(MLP_TARGETS)):
         found.append(ConfigProblem(
             "lora.target_modules", list(lora.target_modules),
             "this is a mixture-of-experts model: its experts are stacked tensors, not linear layers, and stay "

@@ -41,7 +41,8 @@ class SourcePeek:
         """The sentence training would fail with for this text field, or ""."""
         if self.columns is None or text_field in self.columns:
             return ""
-        return f"data.text_field = {text_field!r}: the source has no such column; its columns are {', '.join(self.columns)}."
+        return (f"data.text_field = {text_field!r}: the source has no such column; "
+                f"its columns are {', '.join(self.columns)}.")
 
 
 def peek_source(source: str) -> SourcePeek:

@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.config import DataConfig
 from engine.data.quiet import quiet_datasets
-from engine.paths import cache_dir
+from engine.machine.paths import cache_dir
 from engine.data.tokenizer import TextTokenizer, build_tokenizer, load_pretrained_tokenizer
 
 STORE_VERSION = 1

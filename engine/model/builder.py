@@ -17,7 +17,7 @@ def build_model(
     lora: LoraConfig | None = None,
 ) -> Transformer:
     """A freshly initialised model on `device`. With `seed`, the initial weights are a function
-    of it alone (the global torch RNG is seeded first, as training always did); weights loaded
+    of it alone (the global torch RNG is seeded first, so a run and its resume draw the same weights); weights loaded
     afterwards (a checkpoint, an export) replace them. With an enabled `lora`, every weight is
     frozen and the target layers carry adapters (A drawn from `seed`, B zero); base weights load
     into it under their usual names (engine/model/lora.py)."""

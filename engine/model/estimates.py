@@ -176,7 +176,7 @@ def memory_shortfall(model: ModelConfig, train: TrainConfig, available_bytes: in
     if not train.gradient_checkpointing:
         fixes.append("train.gradient_checkpointing = true")
     if train.batch_size > 1:
-        fixes.append(f"a smaller train.batch_size (the windows per step can stay: raise accumulation_steps)")
+        fixes.append("a smaller train.batch_size (the windows per step can stay: raise accumulation_steps)")
     fixes.append("a shorter train.max_seq_len or a smaller model")
     each = f" ({copies} processes x {estimate.total / mib:,.0f} MiB)" if copies > 1 else ""
     return (f"training needs about {needed / mib:,.0f} MiB{each} by the estimate (weights "

@@ -29,7 +29,8 @@ from torch import nn
 from engine.config.schema import ATTN_TARGETS, LORA_TARGETS, MLP_TARGETS, LoraConfig, resolve_lora_targets
 from engine.errors import UserFacingError
 from engine.model.hf_compat import HF_PREFIX
-from engine.model.transformer import ADAPTERS, HIDDEN_MATRICES, Transformer
+from engine.model.layers import ADAPTERS, HIDDEN_MATRICES
+from engine.model.transformer import Transformer
 
 # The paths that can carry an adapter: a block's attention projections and its dense
 # feed-forward's (a MoE feed-forward's shared experts sit one level deeper and do not match).

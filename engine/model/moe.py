@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig
-from engine.model.transformer import ACTIVATIONS, HIDDEN_MATRICES, ROUTERS, FeedForward
+from engine.model.layers import ACTIVATIONS, HIDDEN_MATRICES, ROUTERS, FeedForward
 
 
 class Router(nn.Module):

@@ -21,27 +21,9 @@ from engine.model.attention_policy import uses_explicit_attention
 from engine.config import ModelConfig
 from engine.model.cross_entropy import IGNORE_INDEX, cross_entropy  # noqa: F401 (IGNORE_INDEX re-exported)
 from engine.model.kv_cache import KVCache
+from engine.model.layers import ADAPTERS, EMBEDDINGS, HIDDEN_MATRICES, NORMS, ROUTERS, FeedForward, build_norm
+from engine.model.moe import build_moe, load_figures, summed_over_ranks
 from engine.model.sampling import sample_next_token
-
-# The kinds of parameter the model declares (see Transformer.parameter_groups).
-HIDDEN_MATRICES, EMBEDDINGS, NORMS = "hidden_matrices", "embeddings", "norms"
-ROUTERS = "routers"  # mixture-of-experts routers: no weight decay, never Muon
-ADAPTERS = "adapters"  # LoRA A and B (engine/model/lora.py): no weight decay, never Muon
-
-ACTIVATIONS = {
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
-
-
-def build_norm(config: ModelConfig) -> nn.Module:
-    """The normalisation layer the config asks for (both have one `weight`, no bias)."""
-    if config.norm_type == "layernorm":
-        return nn.LayerNorm(config.num_dims, eps=config.rmsnorm_eps, bias=False)
-    return nn.RMSNorm(config.num_dims, eps=config.rmsnorm_eps)
-
 
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for rotary position embeddings, precomputed up to context_len."""
@@ -133,7 +115,8 @@ class Attention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         gqa = self.num_heads != self.num_kv_heads
         low_precision = q.dtype in (torch.bfloat16, torch.float16)
-        if causal and mask is None and uses_explicit_attention(q.device.type, low_precision, q.shape[2], self.use_flash):
+        if causal and mask is None and uses_explicit_attention(q.device.type, low_precision, q.shape[2],
+                                                               self.use_flash):
             return explicit_causal_attention(q, k, v, dropout)
         if self.use_flash:
             return F.scaled_dot_product_attention(
@@ -147,31 +130,12 @@ class Attention(nn.Module):
             )
 
 
-class FeedForward(nn.Module):
-    """Gated feed-forward: down(act(gate(x)) * up(x)); SwiGLU with the default silu."""
-
-    def __init__(self, config: ModelConfig, hidden_dims: int | None = None) -> None:
-        super().__init__()
-        c, f = config.num_dims, hidden_dims or config.ffn_hidden_dims
-        self.gate_proj = nn.Linear(c, f, bias=False)
-        self.up_proj = nn.Linear(c, f, bias=False)
-        self.down_proj = nn.Linear(f, c, bias=False)
-        self.act = ACTIVATIONS[config.activation_fn]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The output and an auxiliary loss (None: a dense layer has nothing to balance)."""
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)), None
-
-
 def build_feed_forward(config: ModelConfig) -> nn.Module:
     """The block's feed-forward: the one seam where a mixture-of-experts layer plugs in.
 
     Any module returning (output, aux_loss or None) from forward(x) fits.
     """
     if config.use_moe:
-        # Imported here: engine.model.moe builds on this module's FeedForward and constants.
-        from engine.model.moe import build_moe
-
         return build_moe(config)
     return FeedForward(config)
 
@@ -240,8 +204,6 @@ class Transformer(nn.Module):
         layers = self.moe_layers()
         if not layers:
             return
-        from engine.model.moe import summed_over_ranks
-
         self._step_counts = summed_over_ranks(torch.stack([moe.take_counts() for moe in layers]))
         for moe, counts in zip(layers, self._step_counts):
             if moe.loss_free:
@@ -253,8 +215,6 @@ class Transformer(nn.Module):
         layers = self.moe_layers()
         if not layers:
             return {}
-        from engine.model.moe import load_figures
-
         counts = getattr(self, "_step_counts", None)
         if counts is None:  # no step hook ran (a caller stepping by hand): this process's counts
             counts = torch.stack([moe.take_counts() for moe in layers])
@@ -274,8 +234,9 @@ class Transformer(nn.Module):
         `hidden_matrices` (the blocks' linear weights: decayed, Muon's), `embeddings` (the
         token embedding, also the tied output head: decayed, never Muon's), `norms`
         (no decay), `routers` (MoE routers: no decay, never Muon's; the stacked expert
-        weights are hidden matrices) and `adapters` (LoRA's A and B: no decay, never Muon's). Declared here, by the modules that own them, so the optimizer never
-        guesses a parameter's role from its name or shape."""
+        weights are hidden matrices) and `adapters` (LoRA's A and B: no decay, never Muon's).
+        Declared here, by the modules that own them, so the optimizer never guesses a
+        parameter's role from its name or shape."""
         groups: dict[str, list[nn.Parameter]] = {
             HIDDEN_MATRICES: [], EMBEDDINGS: [self.embed_tokens.weight], NORMS: [], ROUTERS: [], ADAPTERS: [],
         }

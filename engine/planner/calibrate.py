@@ -25,7 +25,7 @@ from pathlib import Path
 
 from engine.config import ModelConfig, TrainConfig
 from engine.model.estimates import flops_per_token, training_memory
-from engine.paths import cache_dir
+from engine.machine.paths import cache_dir
 from engine.planner.shapes import Shape
 
 CALIBRATION_VERSION = 3  # 2: keyed by optimizer; 2048 tokens per CPU step. 3: the trainer's step (clipping)
@@ -97,8 +97,8 @@ def calibrate(threads: int | None = None, max_seconds: float = 20.0, use_cache: 
     about `max_seconds`."""
     import torch
 
-    from engine.device import setup_compute
-    from engine.perf import process_ram_mb
+    from engine.machine.device import setup_compute
+    from engine.machine.perf import process_ram_mb
 
     compute = setup_compute(use_dtype, threads)
     device_name = torch.cuda.get_device_name(compute.device) if compute.device.type == "cuda" else "cpu"

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.config import DataConfig
 from engine.data.token_store import fingerprint
-from engine.paths import cache_dir
+from engine.machine.paths import cache_dir
 
 PLANNED_VOCABS = (4096, 8192, 16384)  # what shapes.py can choose
 
@@ -36,7 +36,8 @@ def corpus_facts(documents: Any, data: DataConfig) -> CorpusFacts:
     if data.tokenizer == "bpe":
         root = Path(data.cache_dir).expanduser() if data.cache_dir else cache_dir()
         for vocab in PLANNED_VOCABS:
-            meta = root / "tokens" / fingerprint(documents, dataclasses.replace(data, tokenizer_vocab_size=vocab)) / "meta.json"
+            meta = (root / "tokens" / fingerprint(documents, dataclasses.replace(data, tokenizer_vocab_size=vocab))
+                    / "meta.json")
             if meta.is_file():
                 cached[vocab] = json.loads(meta.read_text(encoding="utf-8"))["train_tokens"]
     return CorpusFacts(total * (1 - data.val_fraction), cached)

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from engine.budget import format_budget
+from engine.config.durations import format_budget
 from engine.config import RunConfig, TrainConfig, validate
 from engine.errors import UserFacingError
 from engine.planner.calibrate import Calibration
@@ -121,7 +121,8 @@ def make_plan(
         shortest = math.ceil((fixed_s + MIN_TRAIN_S / 0.94) / 5) * 5
         raise PlanError(
             f"a budget of {format_budget(budget_s)} leaves {max(0.0, train_s):.0f} s to train after "
-            f"{fixed_s:.0f} s of set-up{' and tokenising' if tokenize_s else ''}; give at least {format_budget(shortest)}"
+            f"{fixed_s:.0f} s of set-up{' and tokenising' if tokenize_s else ''}; "
+            f"give at least {format_budget(shortest)}"
         )
     compile_on = COMPILE_GAIN.get(device, 0.0) * train_s > COMPILE_COST_S
     if compile_on:
@@ -149,7 +150,8 @@ def make_plan(
         name=base.name if base.name.startswith("plan") else f"plan-{format_budget(budget_s)}",
         model=shape.model_config(base.model),
         train=dataclasses.replace(
-            train, use_dtype=base.train.use_dtype, time_budget_s=float(budget_s), max_steps=steps, num_epochs=1, learning_rate=lr,
+            train, use_dtype=base.train.use_dtype, time_budget_s=float(budget_s), max_steps=steps, num_epochs=1,
+            learning_rate=lr,
             warmup_ratio=0.05, min_lr_ratio=0.0, gradient_checkpointing=best.checkpointing, use_compile=compile_on,
             eval_interval=max(10, steps // (EVALS_PER_RUN + 1)), eval_batches=EVAL_BATCHES,
             log_interval=max(1, min(10, steps // 100)), checkpoint_every_steps=0,
@@ -216,7 +218,7 @@ def plan_for_this_machine(budget_s: float, base: RunConfig, started_at: float | 
     import psutil
 
     from engine.data.sources import load_documents
-    from engine.perf import process_ram_mb
+    from engine.machine.perf import process_ram_mb
     from engine.planner.calibrate import calibrate
     from engine.planner.corpus import corpus_facts
 

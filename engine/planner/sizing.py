@@ -105,7 +105,8 @@ def best_candidate(base: ModelConfig, train_for, seconds: float, flops_at, corpu
     tokens when known (else estimated from `corpus_bytes`)."""
     best: Candidate | None = None
     for shape in candidate_shapes():
-        unique = (unique_tokens_for(shape.vocab) if unique_tokens_for else None) or corpus_bytes / bytes_per_token(shape.vocab)
+        unique = ((unique_tokens_for(shape.vocab) if unique_tokens_for else None)
+                  or corpus_bytes / bytes_per_token(shape.vocab))
         candidate = evaluate_shape(shape, base, train_for(shape), seconds, flops_at, unique, memory_limit,
                                    memory_factor, device_type)
         if candidate is not None and (best is None or candidate.score < best.score):

@@ -1,4 +1,5 @@
-"""Run directories: naming a new one, and the events.jsonl log every run keeps.
+"""Run directories: what makes a folder one, naming a new one, its config record, and the
+events.jsonl log every run keeps.
 
     runs/NAME/config.toml  tokenizer/  events.jsonl  checkpoints/  export/hf/
 """
@@ -17,9 +18,63 @@ from pathlib import Path
 
 import psutil
 
+from engine.config import ConfigError, RunConfig, load_config, save_config
+from engine.errors import UserFacingError
 from engine.runs.events import Event, event_from_dict
 
 EVENTS_FILE = "events.jsonl"
+CONFIG_FILE = "config.toml"
+CHECKPOINTS = "checkpoints"
+RUN_CONFIG_HEADER = "The full resolved config this run used."
+# Any of these marks a folder as a run's: the config is written before the first event by a
+# launcher, and the events before the config by a run that is still preparing its data.
+RUN_MARKERS = (CONFIG_FILE, EVENTS_FILE, CHECKPOINTS)
+
+
+class NotARunDir(UserFacingError):
+    """A folder that was named as a run directory and is not one."""
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether a run lives (or has started to live) in `path`."""
+    return any((Path(path) / marker).exists() for marker in RUN_MARKERS)
+
+
+def existing_run_dir(path: str | os.PathLike[str]) -> Path:
+    """`path` as a run directory; NotARunDir says why not."""
+    run_dir = Path(path).expanduser()
+    if not run_dir.is_dir():
+        raise NotARunDir(f"{run_dir} is not a run directory (no such folder; runs live under runs/)")
+    if not is_run_dir(run_dir):
+        raise NotARunDir(f"{run_dir} is not a run directory (it has no {CONFIG_FILE} or {EVENTS_FILE})")
+    return run_dir
+
+
+def run_config(run_dir: Path) -> RunConfig:
+    """The config a run recorded; NotARunDir when it has none yet, ConfigError when unreadable."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise NotARunDir(f"{run_dir} has no {CONFIG_FILE} yet (a run still preparing its data, or not a run)")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise NotARunDir(f"{path}: {exc}") from None
+
+
+def write_run_config(run_dir: Path, config: RunConfig) -> Path:
+    """Record `config` as the one the run in `run_dir` uses (atomically)."""
+    return save_config(config, Path(run_dir) / CONFIG_FILE, header=RUN_CONFIG_HEADER)
+
+
+def empty_run_dir(path: str | os.PathLike[str]) -> Path:
+    """A folder to train a new run into (made if missing), refused once a run has started there.
+    A config.toml alone is allowed: a launcher writes it before the process that trains."""
+    run_dir = Path(path).expanduser()
+    if any((run_dir / marker).exists() for marker in (EVENTS_FILE, CHECKPOINTS)):
+        raise UserFacingError(f"{run_dir} already holds a run; continue it with `lightlm-tui resume {run_dir}` "
+                              "or pick a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def new_run_dir(runs_dir: str | os.PathLike[str], name: str = "") -> Path:
@@ -119,9 +174,9 @@ def liveness(pid: int, pid_started: float, host: str) -> str:
 
 
 def list_runs(runs_dir: str | os.PathLike[str]) -> list[RunSummary]:
-    """Every run directory under `runs_dir` (those with a config.toml), newest first."""
+    """Every run directory under `runs_dir`, newest first."""
     root = Path(runs_dir).expanduser()
     if not root.is_dir():
         return []
-    runs = [summarize_run(p) for p in root.iterdir() if (p / "config.toml").is_file()]
+    runs = [summarize_run(p) for p in root.iterdir() if p.is_dir() and is_run_dir(p)]
     return sorted(runs, key=lambda r: r.last_event_time, reverse=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from engine.data.loader import eval_starts, make_batch
-from engine.device import release_cached_memory
+from engine.machine.device import release_cached_memory
 from engine.train.faults import OutOfMemoryAtOneWindow, is_out_of_memory
 from engine.train.distributed import Distributed
 

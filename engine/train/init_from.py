@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from engine.config import ConfigError, RunConfig, load_config
 from engine.config.finetune import FREE_MODEL_FIELDS, fine_tune_settings
 from engine.errors import UserFacingError
-from engine.train.checkpoint import REQUIRED_FILES, Checkpoint, complete_checkpoints, latest_name
+from engine.runs.checkpoint import REQUIRED_FILES, Checkpoint, complete_checkpoints, latest_name
 
 WEIGHTS = "model.safetensors"
 
@@ -100,13 +100,15 @@ def base_problems(config: RunConfig, base: BaseWeights) -> list[str]:
     differ = [f"{k} = {ours[k]!r} (the base has {theirs[k]!r})" for k in ours
               if k not in FREE_MODEL_FIELDS and ours[k] != theirs[k]]
     if differ:
-        problems.append(f"the model's shape differs from the base run {base.run_dir}'s: model.{', model.'.join(differ)}; "
+        problems.append(f"the model's shape differs from the base run {base.run_dir}'s: "
+                        f"model.{', model.'.join(differ)}; "
                         "a fine-tune keeps the base's shape (train --init-from sets it)")
     spec, base_spec = config.data.tokenizer, base.config.data.tokenizer
     same_folder = Path(spec).expanduser().resolve() == base.tokenizer_dir.resolve() if spec.strip() else False
     if not same_folder and not (spec == base_spec and spec != "bpe"):
         why = " (bpe trains a new tokenizer on the new data)" if spec == "bpe" else ""
-        problems.append(f"data.tokenizer is {spec!r}{why} but the base run's weights were trained on its own tokenizer; "
+        problems.append(f"data.tokenizer is {spec!r}{why} but the base run's weights were trained on its own "
+                        "tokenizer; "
                         f"set data.tokenizer = {str(base.tokenizer_dir)!r} (train --init-from sets it)")
     recorded = config.train.init_from_sha256
     if recorded and recorded != base.sha256:
@@ -133,7 +135,8 @@ def load_base_weights(model: torch.nn.Module, checkpoint: Path, sha256: str = ""
     missing = [k for k in result.missing_keys if not k.endswith((".lora_A", ".lora_B"))]
     if missing or result.unexpected_keys:
         raise InitFromError(f"the base checkpoint {checkpoint} does not fit this model (missing "
-                            f"{', '.join(missing[:3]) or 'nothing'}, unexpected {', '.join(result.unexpected_keys[:3]) or 'nothing'})")
+                            f"{', '.join(missing[:3]) or 'nothing'}, "
+                            f"unexpected {', '.join(result.unexpected_keys[:3]) or 'nothing'})")
 
 
 def base_reference(config: RunConfig) -> dict[str, str]:

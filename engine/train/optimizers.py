@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from engine.config import RunConfig
-from engine.device import bf16_supported
-from engine.model.transformer import ADAPTERS, EMBEDDINGS, HIDDEN_MATRICES, NORMS, ROUTERS
+from engine.machine.device import bf16_supported
+from engine.model.layers import ADAPTERS, EMBEDDINGS, HIDDEN_MATRICES, NORMS, ROUTERS
 from engine.train.muon import MuonAdamW
 
 

@@ -31,7 +31,7 @@ import gc
 import torch
 
 from engine.data.loader import StepBatch
-from engine.device import ComputeSetup, release_cached_memory
+from engine.machine.device import ComputeSetup, release_cached_memory
 from engine.train.distributed import Distributed
 from engine.train.gradient_sync import GradientSync
 from engine.train.faults import FaultPlan, OutOfMemoryAtOneWindow, is_out_of_memory

@@ -32,13 +32,13 @@ from engine.data.embedded import EMBEDDED, corpus_origin
 from engine.data.loader import DATA_ORDER_VERSION, BatchLoader
 from engine.data.sources import load_documents
 from engine.data.token_store import TokenStore, prepare_token_store
-from engine.device import ComputeSetup, release_cached_memory, setup_compute
+from engine.machine.device import ComputeSetup, release_cached_memory, setup_compute
 from engine.errors import UserFacingError
 from engine.model.builder import build_model
 from engine.model.lora import adapter_state
 from engine.model.estimates import flops_per_token, optimizer_bytes, training_memory
 from engine.model.moe import expert_load_fields
-from engine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
+from engine.machine.perf import GpuUtilization, cuda_memory_mb, matmul_peak_flops, process_ram_mb
 from engine.runs.control_channel import ControlWatcher
 from engine.runs.events import (
     CheckpointSaved,
@@ -57,7 +57,7 @@ from engine.runs.events import (
 )
 from engine.train import distributed
 from engine.train.budget_clock import DDP_EXIT_TAIL_S, EXIT_TAIL_S, BudgetClock
-from engine.train.checkpoint import (
+from engine.runs.checkpoint import (
     TrainState,
     config_hash,
     latest_name,

@@ -23,7 +23,10 @@ class HelpDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q", "dismiss_help", "Close")]
     DEFAULT_CSS = """
     HelpDialog { align: center middle; }
-    HelpDialog > Vertical { width: 64; max-width: 100%; height: auto; max-height: 22; padding: 1 2; border: thick $primary; background: $surface; }
+    HelpDialog > Vertical {
+        width: 64; max-width: 100%; height: auto; max-height: 22; padding: 1 2;
+        border: thick $primary; background: $surface;
+    }
     HelpDialog Label { width: 1fr; }
     """
 

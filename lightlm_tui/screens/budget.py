@@ -4,20 +4,24 @@ Type a budget (45s, 5m, 1.5h, or hours as a bare number) and press Enter. The en
 plans it (engine/planner: the first plan on a machine measures it for a few seconds; later
 ones reuse that) and the screen shows the planned settings beside the current ones, changed
 values highlighted, with the predicted time, memory, parameters, tokens and epochs, and why
-each choice was made. `a` applies the plan to the Config screen; `t` applies it and starts.
+each choice was made. `a` applies the plan to the Config screen; `t` applies it and starts. The
+screen answers whoever pushed it through `dismiss`: a BudgetChoice, or None for no plan.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from engine.budget import BudgetError, format_budget, parse_budget
 from engine.config import ConfigError, RunConfig, config_from_dict, config_to_dict
+from engine.config.durations import BudgetError, format_budget, parse_budget
+from engine.runs.events import EngineError, PlanReady
 
 # The settings a plan decides; the rest of the config is carried over unchanged.
 COMPARED = [
@@ -28,12 +32,20 @@ COMPARED = [
 ]
 
 
+@dataclass(frozen=True)
+class BudgetChoice:
+    """What the Budget screen answers: the planned config, and whether to start it now."""
+
+    config: RunConfig
+    start: bool = False
+
+
 def _value(config: dict, key: str) -> object:
     section, name = key.split(".")
     return config[section][name]
 
 
-class BudgetScreen(Screen):
+class BudgetScreen(Screen[BudgetChoice | None]):
     BINDINGS = [
         Binding("a", "apply", "Apply"),
         Binding("t", "start", "Apply + start"),
@@ -84,13 +96,18 @@ class BudgetScreen(Screen):
         except BudgetError as exc:
             self.show_state(str(exc), problem=True)
             return
-        from engine.runner import PlanBudget
-
         self.waiting_for = budget_s
         busy = " (after the run in progress: the engine does one thing at a time)" if self.app.bridge.busy else ""
         self.show_state(f"planning {format_budget(budget_s)}: timing a few training steps on this machine "
                         f"(a few seconds the first time){busy}...")
-        self.app.bridge.runner.submit(PlanBudget(budget_s, self.current))
+        self.app.bridge.plan(budget_s, self.current, owner=self)
+
+    def engine_event(self, event) -> None:
+        """The engine's answer to this screen's plan."""
+        if isinstance(event, PlanReady):
+            self.plan_ready(event)
+        elif isinstance(event, EngineError):
+            self.plan_failed(event.message)
 
     def plan_ready(self, event) -> None:
         """A PlanReady from the engine thread."""
@@ -133,30 +150,19 @@ class BudgetScreen(Screen):
 
     # ----- acting ---------------------------------------------------------------------------
     def action_apply(self) -> None:
-        if self._apply():
-            self.app.pop_screen()
+        self._answer(start=False)
 
     def action_start(self) -> None:
-        if self._apply():
-            planned = self.planned
-            self.app.pop_screen()
-            self.app.start_run(planned)
+        self._answer(start=True)
 
-    def _apply(self) -> bool:
-        from lightlm_tui.screens.config import ConfigScreen
-
+    def _answer(self, start: bool) -> None:
         if self.planned is None:
             self.notify("type a budget and press Enter first", severity="warning")
-            return False
-        for screen in reversed(self.app.screen_stack):
-            if isinstance(screen, ConfigScreen):
-                screen.set_config(self.planned)
-                break
-        self.notify(f"planned config applied ({self.planned.name})")
-        return True
+            return
+        self.dismiss(BudgetChoice(self.planned, start))
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.dismiss(None)
 
 
 def _text(value: object) -> str:

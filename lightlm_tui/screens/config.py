@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from engine.budget import format_budget
+from engine.config.durations import format_budget
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -34,6 +34,7 @@ from engine.config import (
 )
 from engine.config.finetune import lora_parameter_count
 from engine.config.schema import SECTIONS, describe_setting, section_fields
+from engine.runs.events import EngineError, PlanReady
 from engine.model.estimates import (
     active_parameter_count,
     flops_per_token,
@@ -53,7 +54,7 @@ def _display(value: object) -> str:
 
 # The first run (Hardware, Enter, t) trains for this long on any machine: the planner sizes the
 # model from a measurement of this machine, and the run's clock ends it on time. A fixed step
-# count would take 5 minutes on a CPU with bf16 and 19-23 on one without (issue 17).
+# count would take 5 minutes on a CPU with bf16 and 19-23 on one without.
 FIRST_RUN_BUDGET_S = 300.0
 
 
@@ -127,12 +128,17 @@ class ConfigScreen(Screen):
         self.refresh_all()
         table.focus()
         if self.planning_for:
-            from engine.runner import PlanBudget
-
-            self.app.bridge.runner.submit(PlanBudget(self.planning_for, self.config))
+            self.app.bridge.plan(self.planning_for, self.config, owner=self)
             self.show_problems()
 
     # ----- the first run's plan -----------------------------------------------------------------
+    def engine_event(self, event) -> None:
+        """The engine's answer to this screen's plan: a PlanReady, or the error that ended it."""
+        if isinstance(event, PlanReady):
+            self.plan_ready(event)
+        elif isinstance(event, EngineError):
+            self.plan_failed(event.message)
+
     def plan_ready(self, event) -> None:
         """A PlanReady from the engine thread: the planned config replaces the shown one."""
         from engine.config import config_from_dict
@@ -146,7 +152,8 @@ class ConfigScreen(Screen):
             self.plan_failed(f"the plan could not be read: {exc}")
             return
         self.set_config(planned, by_user=False)
-        self.notify(f"planned for this machine: {event.summary[1].split(None, 1)[-1] if len(event.summary) > 1 else ''}")
+        shape = event.summary[1].split(None, 1)[-1] if len(event.summary) > 1 else ""
+        self.notify(f"planned for this machine: {shape}")
         if self.start_when_planned:
             self.action_start()
 
@@ -350,9 +357,18 @@ class ConfigScreen(Screen):
         self.app.push_screen(ChoiceDialog("Start from a preset", items, self.config.name, details), chosen)
 
     def action_budget(self) -> None:
-        from lightlm_tui.screens.budget import BudgetScreen
+        """The Budget screen answers with a planned config (applied here) and whether to start it."""
+        from lightlm_tui.screens.budget import BudgetChoice, BudgetScreen
 
-        self.app.push_screen(BudgetScreen(self.config))
+        def chosen(choice: BudgetChoice | None) -> None:
+            if choice is None:
+                return
+            self.set_config(choice.config)
+            self.notify(f"planned config applied ({choice.config.name})")
+            if choice.start:
+                self.app.start_run(choice.config)
+
+        self.app.push_screen(BudgetScreen(self.config), chosen)
 
     def action_data_source(self) -> None:
         from lightlm_tui.dialogs.data_source import DataSourceDialog

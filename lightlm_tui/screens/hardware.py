@@ -1,4 +1,8 @@
-"""The first screen: what this machine offers for training, check by check."""
+"""The first screen: what this machine offers for training, check by check.
+
+Continue (Enter or c) pressed while the checks still run is kept: the screen moves on once
+they end, rather than dropping the key.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ TABLE_CHROME = 8
 
 def run_probe() -> object:
     """The engine's hardware report (imports torch: call it off the UI thread)."""
-    from engine.hardware import probe
+    from engine.machine.hardware import probe
 
     return probe()
 
@@ -28,7 +32,9 @@ def run_probe() -> object:
 class HardwareScreen(Screen):
     """Runs `lightlm-tui check` in a worker thread and shows every check with its sentence."""
 
-    BINDINGS = [Binding("c", "continue", "Continue"), Binding("r", "recheck", "Re-check")]
+    # Enter is the screen's (priority): the table's own Enter does nothing while it has no rows.
+    BINDINGS = [Binding("c", "continue", "Continue"), Binding("r", "recheck", "Re-check"),
+                Binding("enter", "continue", "Continue", show=False, priority=True)]
     DEFAULT_CSS = """
     HardwareScreen #summary { padding: 0 1; height: auto; }
     HardwareScreen DataTable { height: 1fr; }
@@ -38,6 +44,8 @@ class HardwareScreen(Screen):
         super().__init__()
         self.probe = probe
         self.report = None
+        self.checking = False
+        self.continue_when_checked = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -54,20 +62,32 @@ class HardwareScreen(Screen):
         self.check_machine()
 
     def action_continue(self) -> None:
+        if self.checking:
+            self.continue_when_checked = True
+            self.query_one("#summary", Static).update("Checking this machine... (continues once the checks end)")
+            return
         self.app.show_first_run()
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.action_continue()  # Enter continues too
 
     def action_recheck(self) -> None:
         self.query_one("#summary", Static).update("Checking this machine...")
         self.check_machine()
 
-    @work(thread=True, exclusive=True, group="hardware-probe")
     def check_machine(self) -> None:
+        self.checking = True
+        self._probe()
+
+    @work(thread=True, exclusive=True, group="hardware-probe")
+    def _probe(self) -> None:
         # One call back to the UI per probe (not per step), so call_from_thread is fine here.
         report = self.probe()
-        self.app.call_from_thread(self.show_report, report)
+        self.app.call_from_thread(self._checked, report)
+
+    def _checked(self, report) -> None:
+        self.checking = False
+        self.show_report(report)
+        if self.continue_when_checked:
+            self.continue_when_checked = False
+            self.action_continue()
 
     def on_resize(self) -> None:
         if self.report is not None:

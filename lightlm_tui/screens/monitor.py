@@ -26,7 +26,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkli
 
 from engine.runs.control_channel import send_request
 from engine.runs.events import event_from_dict
-from engine.progress import format_duration
+from engine.config.durations import format_duration
 from engine.runs.run_dir import liveness
 from lightlm_tui.curves import next_smoothing, one_row, smoothing_label
 from lightlm_tui.run_view import RunView, decimate
@@ -74,14 +74,13 @@ class MonitorScreen(Screen):
     MonitorScreen.show-experts #graphs { display: none; }
     """
 
-    def __init__(self, run_dir: Path | None = None, bridge=None, live_run_dir: Path | None = None) -> None:
-        """Follow `run_dir`'s events.jsonl, or (with `bridge`) show the live run the app starts:
-        `live_run_dir` when it is known (a resume), else the first run whose events arrive."""
+    def __init__(self, run_dir: Path | None = None, bridge=None) -> None:
+        """Follow `run_dir`'s events.jsonl, or (with `bridge`) show the live run the app starts
+        for this screen (its events come addressed here: see engine_event)."""
         super().__init__()
         self.view = RunView()
         self.run_dir = Path(run_dir) if run_dir else None
         self.bridge = bridge
-        self.live_run_dir = str(live_run_dir) if live_run_dir else ""
         self._offset = 0  # how far into events.jsonl we have read
         self._log_shown = 0
         self._liveness = "unfinished"  # of a followed run's process: running | interrupted | unknown
@@ -118,18 +117,8 @@ class MonitorScreen(Screen):
         self.redraw()
 
     # ----- input --------------------------------------------------------------------------
-    def wants(self, event) -> bool:
-        """Whether a live engine event is this Monitor's: its run's, or (until it knows its run)
-        the first run's that speaks; events of no run go to Monitors of unfinished runs."""
-        run = getattr(event, "run_dir", "")
-        if not run:
-            return self.view.finished is None
-        return not self.live_run_dir or run == self.live_run_dir
-
-    def apply(self, event) -> None:
-        """Fold an engine event into the view (the next redraw shows it)."""
-        if not self.live_run_dir and getattr(event, "run_dir", ""):
-            self.live_run_dir = event.run_dir
+    def engine_event(self, event) -> None:
+        """Fold an event of this screen's live run into the view (the next redraw shows it)."""
         self.view.apply(event)
 
     def follow_file(self) -> None:
@@ -275,7 +264,7 @@ class MonitorScreen(Screen):
     # ----- keys ---------------------------------------------------------------------------
     def _control(self, name: str) -> None:
         if self.bridge is not None:
-            if self.bridge.busy:
+            if self.bridge.busy and self.view.finished is None:
                 self.bridge.control(name)
             else:
                 self.notify("the run has ended; nothing to control", severity="warning")

@@ -85,16 +85,14 @@ class PlaygroundScreen(Screen):
         except ValueError as exc:
             self.query_one("#state", Static).update(f"not started: {exc}")
             return
-        from engine.runner import Generate
-
         self.prompt = self.query_one("#prompt", Input).value
         self.text, self.generating = "", True
         self.query_one("#state", Static).update("generating...")
         self.show()
-        self.bridge.runner.submit(Generate(self.run_dir, self.prompt, **settings))
+        self.bridge.generate(self.run_dir, self.prompt, owner=self, **settings)
 
-    def apply(self, event) -> None:
-        """Take a GeneratedText (partial or final) or an engine error."""
+    def engine_event(self, event) -> None:
+        """Take a GeneratedText (partial or final) or the error that ended generation."""
         if isinstance(event, GeneratedText):
             self.text = event.text
             if event.done:

@@ -131,12 +131,12 @@ class RunsScreen(Screen):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.app.start_run(config, run_dir=run_dir, resume=True)
+        self.app.resume_run(run_dir, config)
 
     def action_export(self) -> None:
         """Ask which format (Hugging Face first, so x then Enter is the HF export), then export
         on the engine thread; ExportFinished (or an error sentence) comes back as an event."""
-        from engine.gguf_export import GGUF_TYPES, default_gguf_path
+        from engine.use.gguf_export import GGUF_TYPES, default_gguf_path
         from lightlm_tui.dialogs.choice import ChoiceDialog
 
         run_dir = self.selected()
@@ -148,12 +148,10 @@ class RunsScreen(Screen):
         details = {key: f"writes {path}" for key, path in targets.items()}
 
         def chosen(choice: str | None) -> None:
-            from engine.runner import Export
-
             if choice is None:
                 return
             fmt, _, gguf_type = choice.partition("-")
-            self.app.bridge.runner.submit(Export(run_dir, format=fmt, gguf_type=gguf_type or "f32"))
+            self.app.bridge.export(run_dir, fmt, gguf_type or "f32")
             self.notify(f"exporting {run_dir.name} to {targets[choice]}...")
 
         self.app.push_screen(ChoiceDialog(f"Export {run_dir.name} as", items, "hf", details), chosen)
@@ -186,7 +184,8 @@ def fine_tune_config_for(run_dir: Path) -> RunConfig:
 
     base = load_config(run_dir / "config.toml")
     if base.lora.enabled:
-        raise ValueError(f"{run_dir.name} is a LoRA run (its checkpoints hold adapters only); fine-tune its base instead")
+        raise ValueError(f"{run_dir.name} is a LoRA run (its checkpoints hold adapters only); "
+                         "fine-tune its base instead")
     if not (run_dir / "checkpoints" / "latest").is_file():
         raise ValueError(f"{run_dir.name} has no checkpoint yet; train (or resume) it until it saves one")
     config = fine_tune_settings(base, base, run_dir.resolve())

@@ -113,7 +113,7 @@ def _cpu(torch) -> Check:
     cores = os.cpu_count() or 1
     bf16 = False
     if torch is not None:
-        from engine.device import bf16_supported
+        from engine.machine.device import bf16_supported
 
         bf16 = bf16_supported(torch.device("cpu"))
     precision = "native bfloat16 (AVX-512 BF16 / AMX)" if bf16 else "no native bfloat16: float32 is used"

@@ -1,7 +1,7 @@
 """Start the engine as several processes under torchrun (PyTorch's own launcher).
 
 `lightlm-tui train --nproc N` (or `resume --nproc N`) resolves the config and the run dir once,
-in this process, then runs `python -m torch.distributed.run ... -m engine.cli train --config
+in this process (engine.api.start_run), then runs `python -m torch.distributed.run ... -m engine.cli train --config
 RUN_DIR/config.toml --run-dir RUN_DIR` (or `resume RUN_DIR`); every rank then trains as
 engine/train/distributed.py describes. Several machines: the same command on each with
 `--nnodes`, its own `--node-rank` and node 0's address as `--rdzv-endpoint HOST:PORT`; node 0
@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.runs.control_channel import send_request
@@ -36,18 +36,22 @@ JOIN_TIMEOUT_S = 120
 class Launch:
     """How many processes, on how many machines."""
 
-    nproc: int = 1
+    nproc: int | None = None  # None: the run config's train.processes (see for_config)
     nnodes: int = 1
     node_rank: int = 0
     rdzv_endpoint: str = ""  # HOST[:PORT] of node 0; needed with more than one node
 
+    def for_config(self, processes: int) -> Launch:
+        """This launch with the process count filled in from train.processes when unset."""
+        return self if self.nproc is not None else replace(self, nproc=processes)
+
     @property
     def world_size(self) -> int:
-        return self.nproc * self.nnodes
+        return (self.nproc or 1) * self.nnodes
 
     def problems(self) -> list[str]:
         found = []
-        if self.nproc < 1 or self.nnodes < 1:
+        if (self.nproc is not None and self.nproc < 1) or self.nnodes < 1:
             found.append("--nproc and --nnodes must be at least 1")
         if self.nnodes > 1 and not self.rdzv_endpoint:
             found.append("with --nnodes > 1, give node 0's address as --rdzv-endpoint HOST:PORT on every node")
@@ -107,23 +111,3 @@ def run_under_torchrun(launch: Launch, cli_args: list[str], run_dir: Path, budge
 def budget_start_from_environment() -> float | None:
     value = os.environ.get(BUDGET_START_ENV)
     return float(value) if value else None
-
-
-def start_in_background(config, run_dir: Path | None = None, resume: bool = False) -> Path:
-    """Start `config` (or resume `run_dir`) as train.processes ranks under torchrun, detached
-    (RUN_DIR/engine.log), and return its run dir: how the app starts a DDP run, which it then
-    follows and controls through the run dir like any other. Pure Python: no torch here."""
-    from engine.config import save_config
-    from engine.runs.detach import start_detached
-    from engine.runs.run_dir import new_run_dir
-
-    if resume:
-        rank_args = ["resume", str(run_dir)]
-    else:
-        run_dir = Path(run_dir) if run_dir else new_run_dir(config.train.runs_dir, config.name)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.toml", header="The full resolved config this run used.")
-        rank_args = ["train", "--config", str(run_dir / "config.toml"), "--run-dir", str(run_dir)]
-    command = torchrun_command(Launch(nproc=config.train.processes), rank_args)
-    start_detached(command[1:], Path(run_dir), module="")
-    return Path(run_dir)

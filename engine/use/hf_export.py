@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from engine.config import ModelConfig, load_config
 from engine.data.tokenizer import TextTokenizer
 from engine.errors import UserFacingError
-from engine.generation import load_run
+from engine.runs.trained_run import load_run
 from engine.model.lora import is_adapted, merged_state_dict, peft_adapter_config, peft_state_dict
 from engine.model.hf_compat import hf_architecture, hf_config_kwargs, hf_incompatibilities, to_hf_state_dict
 

@@ -107,7 +107,8 @@ def gguf_vocab(tokenizer: TextTokenizer, vocab_size: int, name: str = "") -> GGU
     spec = _tokenizer_json(tokenizer, name)
     model, pre, normalizer = spec.get("model") or {}, spec.get("pre_tokenizer"), spec.get("normalizer")
     if model.get("type") != "BPE":
-        raise ExportError(f"tokenizer {name!r} is a {model.get('type')} model; GGUF export supports byte-level BPE only")
+        raise ExportError(f"tokenizer {name!r} is a {model.get('type')} model; "
+                          "GGUF export supports byte-level BPE only")
     if normalizer is not None:
         raise ExportError(f"tokenizer {name!r} has a {_describe(normalizer)} normalizer, which llama.cpp's "
                           "gpt-2 pre-tokenizer does not apply; GGUF export would tokenise differently")
@@ -176,7 +177,8 @@ def llama_cpp_tensors(state_dict: dict[str, Any], config: RunConfig) -> Iterator
         p = f"layers.{i}."
         yield named(MODEL_TENSOR.ATTN_NORM, i), array(p + "input_layernorm.weight")
         yield named(MODEL_TENSOR.ATTN_Q, i), interleave_rotary_rows(array(p + "self_attn.q_proj.weight"), m.num_heads)
-        yield named(MODEL_TENSOR.ATTN_K, i), interleave_rotary_rows(array(p + "self_attn.k_proj.weight"), m.num_kv_heads)
+        yield named(MODEL_TENSOR.ATTN_K, i), interleave_rotary_rows(array(p + "self_attn.k_proj.weight"),
+                                                                    m.num_kv_heads)
         yield named(MODEL_TENSOR.ATTN_V, i), array(p + "self_attn.v_proj.weight")
         yield named(MODEL_TENSOR.ATTN_OUT, i), array(p + "self_attn.o_proj.weight")
         yield named(MODEL_TENSOR.FFN_NORM, i), array(p + "post_attention_layernorm.weight")
@@ -230,7 +232,7 @@ def export_gguf(
     """Write the run's latest checkpoint (or `checkpoint`) as one GGUF file with weights in
     `gguf_type` (f32, f16, bf16 or q8_0); returns its path (default RUN_DIR/export/gguf/NAME-TYPE.gguf)."""
     from engine.config import ConfigError, load_config
-    from engine.generation import load_run
+    from engine.runs.trained_run import load_run
 
     try:
         import gguf  # noqa: F401

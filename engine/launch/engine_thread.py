@@ -1,10 +1,11 @@
-"""The engine thread: takes commands from a queue, runs the work, emits events.
+"""The engine thread: takes commands from a queue, does each through engine.api, emits events.
 
-Long work (start a run, generate) is queued and done one item at a time on the engine
-thread, which owns torch. Control requests (pause, resume, stop, save now, eval now) act at
-once through the running trainer's flags, since the engine thread is busy training when they
-matter. Every event of a run goes to its events.jsonl; the listener (the UI) gets them too,
-with step events thinned to at most `max_step_events_per_s` so drawing never slows training.
+Long work (start or resume a run, plan, generate, export) is queued and done one item at a
+time on the engine thread, which owns torch. Control requests (pause, resume, stop, save now,
+eval now) act at once through the running run's TrainControl, since the engine thread is busy
+training when they matter. Every event of a run goes to its events.jsonl (engine.api does
+that); the listener (the UI) gets each event with the command it answers, with step events
+thinned to at most `max_step_events_per_s` so drawing never slows training.
 """
 
 from __future__ import annotations
@@ -16,17 +17,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import api
 from engine.config import RunConfig
 from engine.errors import UserFacingError
 from engine.runs.events import EngineError, Event, ExportFinished, GeneratedText, LogLine, PlanReady, StepMetrics
-from engine.runs.run_dir import EventLog, new_run_dir
+
+# Called on the engine thread with each event and the command it answers (None: no command).
+Listener = Callable[[Event, object], None]
 
 
 @dataclass(frozen=True)
 class StartRun:
     config: RunConfig
     run_dir: Path | None = None  # None: a new folder under config.train.runs_dir
-    resume: bool = False
+
+
+@dataclass(frozen=True)
+class ResumeRun:
+    """Continue a run from its latest checkpoint, with the config it recorded."""
+
+    run_dir: Path
 
 
 @dataclass(frozen=True)
@@ -102,135 +112,119 @@ class StepThinner:
 class EngineRunner:
     """Owns the engine thread. `submit(command)`; events arrive on `listener` (from that thread)."""
 
-    def __init__(
-        self,
-        listener: Callable[[Event], None],
-        max_step_events_per_s: float = 10.0,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, listener: Listener, max_step_events_per_s: float = 10.0, threads: int | None = None) -> None:
         self.listener = listener
-        self.threads = threads  # torch intra-op threads for runs (None: engine.device's default)
+        self.threads = threads  # torch intra-op threads for runs (None: engine.machine.device's default)
         self.thinner = StepThinner(max_step_events_per_s)
         self._commands: queue.Queue = queue.Queue()
-        self._trainer = None
+        self._control = None  # the TrainControl of the run in progress
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="lightlm-engine", daemon=True)
         self._thread.start()
 
     # Commands -------------------------------------------------------------------------
     def submit(self, command: object) -> None:
-        """Queue long work, or apply a control request to the running trainer at once."""
-        control = {Pause: "pause", Stop: "stop", SaveNow: "save_now", EvalNow: "eval_now"}
-        with self._lock:
-            trainer = self._trainer
-        if type(command) in control or isinstance(command, Resume):
-            if trainer is None:
-                self.listener(LogLine("warning", f"no run in progress to {type(command).__name__.lower()}"))
-            elif isinstance(command, Resume):
-                trainer.control.pause.clear()
-            else:
-                getattr(trainer.control, control[type(command)]).set()
+        """Queue long work, or apply a control request to the run in progress at once."""
+        flags = {Pause: "pause", Stop: "stop", SaveNow: "save_now", EvalNow: "eval_now"}
+        if type(command) not in flags and not isinstance(command, Resume):
+            self._commands.put(command)
             return
-        self._commands.put(command)
+        with self._lock:
+            control = self._control
+        if control is None:
+            self.listener(LogLine("warning", f"no run in progress to {type(command).__name__.lower()}"), command)
+        elif isinstance(command, Resume):
+            control.pause.clear()
+        else:
+            getattr(control, flags[type(command)]).set()
 
     @property
     def busy(self) -> bool:
         with self._lock:
-            return self._trainer is not None
+            return self._control is not None
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop any run (it saves a checkpoint), end the thread, wait for it."""
         with self._lock:
-            if self._trainer is not None:
-                self._trainer.control.stop.set()
-                self._trainer.control.pause.clear()
+            if self._control is not None:
+                self._control.stop.set()
+                self._control.pause.clear()
         self._commands.put(Shutdown())
         self._thread.join(timeout)
 
     # The engine thread ------------------------------------------------------------------
     def _serve(self) -> None:
+        work = {StartRun: self._run, ResumeRun: self._run, Generate: self._generate, Export: self._export,
+                PlanBudget: self._plan}
         while True:
             command = self._commands.get()
             if isinstance(command, Shutdown):
                 return
             try:
-                if isinstance(command, StartRun):
-                    self._run(command)
-                elif isinstance(command, Generate):
-                    self._generate(command)
-                elif isinstance(command, Export):
-                    self._export(command)
-                elif isinstance(command, PlanBudget):
-                    self._plan(command)
-                else:
-                    self.listener(EngineError(f"unknown command {command!r}", recoverable=True))
+                if type(command) not in work:
+                    raise UserFacingError(f"unknown command {command!r}")
+                work[type(command)](command)
             except UserFacingError as exc:  # a bad input: its sentence is the whole message
-                self.listener(EngineError(str(exc), recoverable=True))
+                self.listener(EngineError(str(exc), recoverable=True), command)
             except Exception as exc:  # the thread must survive anything a command does
-                self.listener(EngineError(f"{exc.__class__.__name__}: {exc}", recoverable=True))
+                self.listener(EngineError(f"{exc.__class__.__name__}: {exc}", recoverable=True), command)
 
-    def _run(self, command: StartRun) -> None:
-        from engine.train.trainer import Trainer  # torch loads here, on the engine thread
+    def _run(self, command: StartRun | ResumeRun) -> None:
+        from engine.train.decision import TrainControl  # torch loads here, on the engine thread
 
-        run_dir = command.run_dir or new_run_dir(command.config.train.runs_dir, command.config.name)
-        log = EventLog(run_dir)
         total: dict[str, int] = {}
 
-        def emit(event: Event) -> None:
-            log.write(event)
+        def on_event(event: Event) -> None:
             if getattr(event, "total_steps", None):
                 total["steps"] = event.total_steps
             if self.thinner.allow(event, total.get("steps")):
-                self.listener(event)
+                self.listener(event, command)
 
-        trainer = Trainer(command.config, run_dir, emit, resume=command.resume, threads=self.threads)
+        control = TrainControl()
         with self._lock:
-            self._trainer = trainer
+            self._control = control
         try:
-            trainer.run()
+            # One process: a run of several the app starts in the background (engine.api, detach).
+            one = api.Launch(nproc=1)
+            if isinstance(command, ResumeRun):
+                api.resume_run(command.run_dir, launch=one, on_event=on_event, control=control, threads=self.threads)
+            else:
+                api.start_run(command.config, run_dir=command.run_dir, launch=one, on_event=on_event,
+                              control=control, threads=self.threads)
         finally:
             with self._lock:
-                self._trainer = None
-            log.close()
+                self._control = None
 
     def _plan(self, command: PlanBudget) -> None:
         from engine.config import config_to_dict
-        from engine.planner.plan import plan_for_this_machine, summary_lines
+        from engine.planner.plan import summary_lines
 
         # The run's budget starts when it is started (Start on the Config screen), not now:
         # the time spent planning is not taken from it.
-        plan = plan_for_this_machine(command.budget_s, command.base, started_at=None)
+        plan = api.plan(command.budget_s, command.base)
         self.listener(PlanReady(command.budget_s, config_to_dict(plan.config), summary_lines(plan),
-                                plan.reasons, plan.warnings))
+                                plan.reasons, plan.warnings), command)
 
     def _export(self, command: Export) -> None:
-        if command.format == "gguf":
-            from engine.gguf_export import export_gguf
-
-            target = export_gguf(command.run_dir, command.out_dir, command.gguf_type)
-        else:
-            from engine.export import export_hf_and_adapters
-
-            target, adapters = export_hf_and_adapters(command.run_dir, command.out_dir)
-            if adapters is not None:  # a LoRA run: the model above is merged; the adapters go beside it
-                self.listener(LogLine("info", f"LoRA adapters exported for peft to {adapters[0]} (their base "
-                                              f"model: {adapters[1]})"))
-        self.listener(ExportFinished(str(command.run_dir), str(target), command.format))
+        done = api.export(command.run_dir, command.format, command.out_dir, command.gguf_type)
+        if done.adapters is not None:  # a LoRA run: the model above is merged; the adapters go beside it
+            self.listener(LogLine("info", f"LoRA adapters exported for peft to {done.adapters} (their base "
+                                          f"model: {done.adapters_base})"), command)
+        self.listener(ExportFinished(str(command.run_dir), str(done.path), command.format), command)
 
     def _generate(self, command: Generate) -> None:
-        from engine.generation import SamplingSettings, generate_text, load_run
+        from engine.use.generate import SamplingSettings
 
-        run = load_run(command.run_dir)
         settings = SamplingSettings(command.max_new_tokens, command.temperature, command.top_k,
                                     command.top_p, command.seed)
-        last_sent = [0.0]
+        last_sent = 0.0
 
         def stream(text: str) -> None:
+            nonlocal last_sent
             now = time.monotonic()
-            if now - last_sent[0] >= 0.05:  # at most 20 partial updates a second
-                last_sent[0] = now
-                self.listener(GeneratedText(text, done=False))
+            if now - last_sent >= 0.05:  # at most 20 partial updates a second
+                last_sent = now
+                self.listener(GeneratedText(text, done=False), command)
 
-        text = generate_text(run, command.prompt, settings, on_text=stream)
-        self.listener(GeneratedText(text, done=True))
-
+        text = api.generate(command.run_dir, command.prompt, settings, on_text=stream)
+        self.listener(GeneratedText(text, done=True), command)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from engine.runs.events import CheckpointSaved, EngineError, EvalResult, Event, LogLine, RunFinished, RunStarted, StepMetrics
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+from engine.config.durations import format_duration
+from engine.runs.events import (
+    CheckpointSaved,
+    EngineError,
+    EvalResult,
+    Event,
+    LogLine,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+)
 
 
 class ProgressPrinter:
     """Turns events into terminal output. On a TTY the step line redraws in place (a bar with
-    ETA); otherwise (nohup, CI, a pipe) each step is its own line, the seed's format."""
+    ETA); otherwise (nohup, CI, a pipe) each step is its own line, upstream LightLM's format."""
 
     def __init__(self, out: TextIO, is_tty: bool | None = None, width: int = 24) -> None:
         self.out = out
@@ -50,8 +53,10 @@ class ProgressPrinter:
         elif isinstance(event, EngineError):
             self.out.write(f"Error: {event.message}\n")
         elif isinstance(event, RunFinished):
-            figures = f" | val loss {event.val_loss:.4f} | val bpb {event.val_bpb:.4f}" if event.val_loss is not None else ""
-            self.out.write(f"Finished ({event.status}) at step {event.step} in {format_duration(event.wall_s)}{figures}\n")
+            figures = (f" | val loss {event.val_loss:.4f} | val bpb {event.val_bpb:.4f}"
+                       if event.val_loss is not None else "")
+            self.out.write(f"Finished ({event.status}) at step {event.step} in {format_duration(event.wall_s)}"
+                           f"{figures}\n")
         self.out.flush()
 
     def _step(self, event: StepMetrics) -> None:

@@ -1,5 +1,6 @@
-"""Time budgets as people type them: "45s", "5m", "1.5h", "1h30m", or hours as a bare number
-(the seed's convention: 0.25 means a quarter of an hour)."""
+"""Lengths of time as people write them: budgets typed as "45s", "5m", "1.5h", "1h30m", or hours
+as a bare number (upstream LightLM's convention: 0.25 means a quarter of an hour), and durations
+shown back (an ETA, a run's wall time)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,11 @@ def format_budget(seconds: float) -> str:
         return f"{minutes}m{rest}s" if rest else f"{minutes}m"
     hours, rest = divmod(round(seconds / 60), 60)
     return f"{hours}h{rest}m" if rest else f"{hours}h"
+
+
+def format_duration(seconds: float) -> str:
+    """An ETA or a wall time: 4m05s, 1h02m."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
