@@ -146,15 +146,15 @@ def test_a_stopped_budgeted_run_resumes_with_what_its_budget_has_left(tiny_run_c
     stopper = threading.Timer(3.0, first.control.stop.set)
     stopper.start()
     assert first.run().status == "stopped"
-    saved = load_latest(run_dir).state.extra
-    assert 2.5 < saved["budget_used_s"] < 5.0 and 0.1 < saved["budget_progress"] < 0.7
+    saved = load_latest(run_dir).state.notes
+    assert 2.5 < saved.budget_used_s < 5.0 and 0.1 < saved.budget_progress < 0.7
 
     events = []
     started = time.time()
     finished = Trainer(config, run_dir, events.append, resume=True).run()
     wall = time.time() - started
     assert finished.status == "completed"
-    assert wall <= 8.0 - saved["budget_used_s"] + 0.3
+    assert wall <= 8.0 - saved.budget_used_s + 0.3
     steps = [e for e in events if isinstance(e, StepMetrics)]
-    assert steps[0].progress >= saved["budget_progress"] - 0.01  # the schedule continues, not restarts
+    assert steps[0].progress >= saved.budget_progress - 0.01  # the schedule continues, not restarts
     assert steps[-1].lr == pytest.approx(config.train.learning_rate * config.train.min_lr_ratio, rel=0.02)

@@ -124,7 +124,7 @@ def test_out_of_memory_on_one_rank_makes_every_rank_retry_with_half_the_micro_ba
     reduced = [e for e in events(run_dir) if e["type"] == "micro_batch_reduced"]
     assert [(e["step"], e["micro_batch_size"], e["times"]) for e in reduced] == [(5, 2, 1)]
     assert load_latest(run_dir).state.step == STEPS
-    assert load_latest(run_dir).state.extra["micro_batch_size"] == 2  # rank 0 halved too, and a resume keeps it
+    assert load_latest(run_dir).state.notes.micro_batch_size == 2  # rank 0 halved too, and a resume keeps it
     straight, recovered = final_weights(root / "p2"), final_weights(run_dir)
     assert all(torch.allclose(straight[k], recovered[k], rtol=1e-4, atol=1e-5) for k in straight)
 
@@ -150,7 +150,7 @@ def test_out_of_memory_in_an_evaluation_on_one_rank_is_agreed_by_every_rank(stra
         subprocess.run(cli("train", "--config", str(config), "--run-dir", str(run_dir), "--nproc", "2"),
                        capture_output=True, text=True, timeout=240, env={**os.environ, "LIGHTLM_FAULTS": fault})
     # Rank 1 needed passes of 2 windows: every rank keeps 2, and the figures are the same.
-    assert load_latest(halved).state.extra["eval_micro_batch_size"] == 2
+    assert load_latest(halved).state.notes.eval_micro_batch_size == 2
     straight = [e["val_loss"] for e in events(root / "p2") if e["type"] == "eval"]
     assert [e["val_loss"] for e in events(halved) if e["type"] == "eval"] == pytest.approx(straight, rel=1e-5)
     # Rank 1 could not fit one window: both ranks stop with the sentence (neither waits out a timeout).

@@ -31,7 +31,7 @@ def test_out_of_memory_halves_the_micro_batch_and_trains_the_same_windows(tiny_r
     assert finished.status == "completed" and finished.step == 12
     reduced = [e for e in events if isinstance(e, MicroBatchReduced)]
     assert [(e.step, e.micro_batch_size, e.times) for e in reduced] == [(5, 4, 1)]
-    assert load_latest(tmp_path / "oom").state.extra["micro_batch_size"] == 4  # a resume starts at 4
+    assert load_latest(tmp_path / "oom").state.notes.micro_batch_size == 4  # a resume starts at 4
     monkeypatch.delenv("LIGHTLM_FAULTS")
     _, reference, _ = train(tiny_run_config(max_steps=12, eval_interval=0, batch_size=4, accumulation_steps=2),
                             tmp_path / "four-by-two")
@@ -70,8 +70,8 @@ def test_out_of_memory_in_an_evaluation_halves_its_passes_and_gives_the_same_fig
     assert finished.status == "completed"
     reduced = [e for e in events if isinstance(e, MicroBatchReduced)]
     assert [(e.step, e.micro_batch_size, e.where) for e in reduced] == [(4, 2, "eval")]
-    assert load_latest(tmp_path / "oom").state.extra["eval_micro_batch_size"] == 2
-    assert load_latest(tmp_path / "oom").state.extra.get("micro_batch_size", 8) == 8  # training kept its size
+    assert load_latest(tmp_path / "oom").state.notes.eval_micro_batch_size == 2
+    assert load_latest(tmp_path / "oom").state.notes.micro_batch_size is None  # training kept its size
     evals = [(e.step, e.val_loss) for e in events if isinstance(e, EvalResult)]
     expected = [(e.step, e.val_loss) for e in plain if isinstance(e, EvalResult)]
     assert [s for s, _ in evals] == [s for s, _ in expected] == [4, 8]
@@ -95,7 +95,7 @@ def test_a_few_bad_steps_are_skipped_and_the_run_goes_on(tiny_run_config, tmp_pa
     reported = {e.step for e in events if isinstance(e, StepMetrics)}
     assert 7 not in reported and 8 not in reported and 9 in reported  # a skipped step has no loss to report
     assert all(math.isfinite(loss) for loss in trainer.losses)
-    assert load_latest(tmp_path / "run").state.extra["skipped_steps"] == 2
+    assert load_latest(tmp_path / "run").state.notes.skipped_steps == 2
 
 
 def test_bad_steps_before_any_checkpoint_stop_the_run_with_a_sentence(tiny_run_config, tmp_path, monkeypatch):

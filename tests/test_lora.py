@@ -87,7 +87,7 @@ def test_lora_trains_the_adapters_and_leaves_the_base_bit_identical(base_run, tm
     # The checkpoint holds the adapters and a reference to the base, not a second copy of it.
     checkpoint = load_latest(tmp_path / "lora")
     assert set(checkpoint.model_state) == {k for k in state if k.endswith((".lora_A", ".lora_B"))}
-    assert checkpoint.state.extra["base"] == {"checkpoint": str(base_checkpoint), "sha256": before}
+    assert checkpoint.state.notes.base == {"checkpoint": str(base_checkpoint), "sha256": before}
     assert ((checkpoint.path / "model.safetensors").stat().st_size
             < 0.25 * (base_checkpoint / "model.safetensors").stat().st_size)
 

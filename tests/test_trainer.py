@@ -204,9 +204,9 @@ def test_float16_trains_with_a_grad_scaler_that_resumes(tiny_run_config, tmp_pat
     """float16 needs CUDA in real use; the scaler logic itself is device-independent, so it is
     exercised here on the CPU with the CUDA-only validation rule lifted. The scale is forced to
     a value no fresh scaler starts at, so a resume that built a new scaler would show."""
-    import engine.train.trainer as trainer_module
+    import engine.train.setup as setup_module
 
-    monkeypatch.setattr(trainer_module, "validate", lambda config, cuda_available: [])
+    monkeypatch.setattr(setup_module, "validate", lambda config, cuda_available: [])
     config = tiny_run_config(max_steps=10, use_dtype="float16", eval_interval=0)
     holder = {}
 
@@ -218,7 +218,7 @@ def test_float16_trains_with_a_grad_scaler_that_resumes(tiny_run_config, tmp_pat
     first = holder["trainer"] = Trainer(config, tmp_path / "run", emit, threads=1)
     stopped = first.run()
     assert stopped.status == "stopped" and first.train_step.scaler.is_enabled()
-    assert load_latest(tmp_path / "run").state.extra["grad_scaler"]["scale"] == 1234.0
+    assert load_latest(tmp_path / "run").state.notes.grad_scaler["scale"] == 1234.0
     second = Trainer(config, tmp_path / "run", resume=True, threads=1)
     second._setup()  # set-up restores the checkpoint; no step has run yet
     assert second.train_step.scaler.get_scale() == 1234.0
@@ -238,6 +238,7 @@ def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, t
     interruption only would report it several times too high."""
     import time
 
+    import engine.train.setup as setup_module
     import engine.train.trainer as trainer_module
 
     def slowed(function):
@@ -248,7 +249,7 @@ def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, t
 
     step_seconds = []
 
-    class TimedTrainStep(trainer_module.TrainStep):
+    class TimedTrainStep(setup_module.TrainStep):
         def __call__(self, *args, **kwargs):
             started = time.perf_counter()
             try:
@@ -258,7 +259,7 @@ def test_tokens_per_s_excludes_evaluation_and_checkpoint_time(tiny_run_config, t
 
     monkeypatch.setattr(trainer_module, "evaluate_model", slowed(trainer_module.evaluate_model))
     monkeypatch.setattr(trainer_module, "save_checkpoint", slowed(trainer_module.save_checkpoint))
-    monkeypatch.setattr(trainer_module, "TrainStep", TimedTrainStep)
+    monkeypatch.setattr(setup_module, "TrainStep", TimedTrainStep)
     # An evaluation every 10 steps and a checkpoint every 20: most fall inside a 40-step window.
     config = tiny_run_config(max_steps=120, log_interval=40, eval_batches=8, eval_interval=10,
                              checkpoint_every_steps=20)
@@ -295,9 +296,12 @@ def test_a_checkpoint_from_before_the_step_keyed_order_resumes_in_its_own_order(
     _, stopped, _ = train(config, tmp_path / "old", stop_after=6)
     state_path = tmp_path / "old" / "checkpoints" / "step_000006" / "state.json"
     state = json.loads(state_path.read_text())
-    assert state["extra"]["data_order"] == DATA_ORDER_VERSION == 2
-    del state["extra"]["data_order"]  # as written before the order was versioned
+    assert state["version"] == 2 and state["notes"]["data_order"] == DATA_ORDER_VERSION == 2
+    # As written before the order was versioned: state.json format 1, an `extra` dict without data_order.
+    notes = state.pop("notes")
+    del state["version"]
+    state["extra"] = {"eval_step": notes["eval_step"]}
     state_path.write_text(json.dumps(state))
     resumed, finished, _ = train(config, tmp_path / "old", resume=True)
-    assert finished.status == "completed" and resumed.state.extra["data_order"] == 1
-    assert load_latest(tmp_path / "old").state.extra["data_order"] == 1  # and it stays in that order
+    assert finished.status == "completed" and resumed.state.notes.data_order == 1
+    assert load_latest(tmp_path / "old").state.notes.data_order == 1  # and it stays in that order

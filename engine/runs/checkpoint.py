@@ -5,10 +5,12 @@ Layout of one checkpoint (RUN_DIR/checkpoints/step_000500/):
     optimizer.pt        optimizer state (tensors and numbers only; read with weights_only=True)
     rng.safetensors     torch RNG states (CPU, and each CUDA device)
     config.toml         the run config
-    state.json          step, epoch, elapsed time, tokens seen, config hash, ... (written last)
+    state.json          step, epoch, elapsed time, tokens seen, config hash, the run's notes (written last)
 
 state.json also holds each other file's SHA-256, checked on load: safetensors has no checksum
-of its own, so a flipped bit in the weights would otherwise load silently.
+of its own, so a flipped bit in the weights would otherwise load silently. It carries its
+format's version (`STATE_VERSION`); a state.json with none is format 1 (an untyped `extra`
+dict in place of the notes), read as it was written.
 
 A checkpoint is assembled in a temporary folder, every file fsynced, and renamed into place;
 RUN_DIR/checkpoints/latest (a one-line text file naming the folder) is then replaced
@@ -24,7 +26,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +35,61 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.config import RunConfig, config_to_dict, dumps_config
+from engine.data.loader import DATA_ORDER_VERSION
 from engine.errors import UserFacingError
 
 REQUIRED_FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "config.toml", "state.json")
 SHA256_KEY = "sha256"  # in state.json: {file name: hex digest} of the other files
 LATEST = "latest"
+VERSION_KEY = "version"  # in state.json: its format (absent: format 1)
+# 2: the run's notes as typed fields under "notes"; 1: the same facts in an `extra` dict that held
+# only the keys a run had set.
+STATE_VERSION = 2
 
 
 class CheckpointError(UserFacingError):
     """A checkpoint that cannot be used; names it, and the previous complete one if any."""
+
+
+@dataclass
+class RunNotes:
+    """What a run noted about itself on the way, beyond its position, that a resume carries on
+    with. A fresh run starts with the defaults."""
+
+    # The order its training windows are drawn in (engine/data/loader.py): a run keeps the order
+    # it started in, so a resume draws the same windows. Format 1 checkpoints written before the
+    # order was versioned have none, and drew order 1.
+    data_order: int = DATA_ORDER_VERSION
+    # Out of memory halved the step's micro-batch to this many windows (None: never halved, so
+    # train.batch_size); a resume starts at this size instead of running into the wall again.
+    micro_batch_size: int | None = None
+    # The same for the evaluation's passes (None: never halved, so the step's micro-batch).
+    eval_micro_batch_size: int | None = None
+    # Micro-batch halvings so far, steps and evaluations together (MicroBatchReduced counts on).
+    memory_retries: int = 0
+    # Steps skipped for a non-finite loss or gradients so far (StepSkipped counts on).
+    skipped_steps: int = 0
+    # Whether max_bad_steps in a row already sent the run back to a checkpoint: that happens once,
+    # the next time it stops with a sentence.
+    rolled_back: bool = False
+    # The factor on train.learning_rate: a roll-back halves it, and the rest of the run (a resume
+    # included) keeps the lower rate.
+    lr_scale: float = 1.0
+    # The float16 loss scaler's state_dict (None: no scaler); a resume goes on at the scale the
+    # run had found, not at a fresh scaler's.
+    grad_scaler: dict[str, float] | None = None
+    # The step the last evaluation ran after (None: none yet); a run that ends there does not
+    # evaluate the same weights again.
+    eval_step: int | None = None
+    # A time-budgeted run: seconds of train.time_budget_s spent up to this checkpoint, and how far
+    # its schedule had got (0 to 1); a resume gets the rest of the budget and goes on with the
+    # learning-rate schedule from there.
+    budget_used_s: float = 0.0
+    budget_progress: float = 0.0
+    # A fine-tune's base weights, {"checkpoint": folder, "sha256": its weights' hash} (empty: from
+    # scratch). A LoRA checkpoint holds only adapters, so loading one reads this base and refuses
+    # it if its hash changed.
+    base: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,7 +104,7 @@ class TrainState:
     val_loss: float | None = None
     val_bpb: float | None = None
     best_val_loss: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    notes: RunNotes = field(default_factory=RunNotes)
 
 
 @dataclass(frozen=True)
@@ -80,7 +128,8 @@ def config_hash(config: RunConfig) -> str:
     shaping = {
         "model": sections["model"],
         "data": {k: v for k, v in sections["data"].items() if k != "cache_dir"},
-        "train": {"seed": t.seed, "max_seq_len": t.max_seq_len, "windows_per_step": t.batch_size * t.accumulation_steps},
+        "train": {"seed": t.seed, "max_seq_len": t.max_seq_len,
+                  "windows_per_step": t.batch_size * t.accumulation_steps},
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -156,7 +205,7 @@ def save_checkpoint(
         save_file(rng_states(), staging / "rng.safetensors")
         (staging / "config.toml").write_text(dumps_config(config), encoding="utf-8")
         digests = {f: _sha256(staging / f) for f in REQUIRED_FILES if f != "state.json"}
-        record = {**asdict(state), SHA256_KEY: digests}
+        record = {VERSION_KEY: STATE_VERSION, **asdict(state), SHA256_KEY: digests}
         (staging / "state.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         for file_name in REQUIRED_FILES:
             _fsync_file(staging / file_name)
@@ -230,6 +279,22 @@ def _read_step(path: Path) -> int:
         return -1
 
 
+def state_from_record(record: dict[str, Any], version: int = STATE_VERSION) -> TrainState:
+    """The TrainState in state.json's `record` (less its version and checksums), as format
+    `version` wrote it. Format 1's `extra` dict held only the keys a run had set: the others take
+    the defaults, except a missing data order, which is 1 (such checkpoints predate the step-keyed
+    order); keys no format knows are dropped (no release wrote any). Raises TypeError or
+    ValueError for a record that is not one."""
+    record = dict(record)
+    if version == 1:
+        extra = record.pop("extra", None) or {}
+        known = {f.name for f in fields(RunNotes)}
+        notes = RunNotes(**{"data_order": 1, **{k: v for k, v in extra.items() if k in known}})
+    else:
+        notes = RunNotes(**record.pop("notes", {}))
+    return TrainState(**record, notes=notes)
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read one checkpoint folder; any damage is a CheckpointError naming the file."""
     path = Path(path)
@@ -239,7 +304,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     try:
         record = json.loads((path / "state.json").read_text(encoding="utf-8"))
         digests = record.pop(SHA256_KEY, {})  # absent in checkpoints written before 2026-11-26
-        state = TrainState(**record)
+        version = record.pop(VERSION_KEY, 1)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: state.json is damaged ({exc})") from None
+    if type(version) is not int or version < 1:
+        raise CheckpointError(f"checkpoint {path}: state.json is damaged (its format version is {version!r})")
+    if version > STATE_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a newer lightlm-tui (state.json format {version}; this version reads "
+            f"formats up to {STATE_VERSION}); update lightlm-tui to resume or load it"
+        )
+    try:
+        state = state_from_record(record, version)
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path}: state.json is damaged ({exc})") from None
     for file_name, digest in digests.items():

@@ -152,7 +152,7 @@ def load_model_weights(model: torch.nn.Module, config: RunConfig, checkpoint: Ch
     if not config.lora.enabled:
         model.load_state_dict(checkpoint.model_state)
         return
-    reference = checkpoint.state.extra.get("base") or base_reference(config)
+    reference = checkpoint.state.notes.base or base_reference(config)
     if not reference.get("checkpoint"):
         raise InitFromError(f"checkpoint {checkpoint.path} is a LoRA checkpoint without a reference to its base "
                             "weights; it cannot be loaded")
