@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from engine.runs.events import (
     CheckpointSaved,
+    DataProgress,
     EngineError,
     EvalResult,
     Event,
@@ -52,6 +53,7 @@ class RunView:
     micro_batch: MicroBatchReduced | None = None
     skipped_steps: int = 0
     rolled_back: RolledBack | None = None
+    preparing: DataProgress | None = None  # the data phase under way before the first step
     version: int = 0  # events folded in so far: a screen redraws only when it moved
 
     def apply(self, event: Event) -> None:
@@ -66,6 +68,8 @@ class RunView:
             self.device, self.dtype, self.finished = event.device, event.dtype, None
             self.process = (event.pid, event.pid_started, event.host)
             self.time_budget_s = event.time_budget_s
+        elif isinstance(event, DataProgress):
+            self.preparing = event
         elif isinstance(event, StepMetrics):
             self.last = event
             self.reports += 1

@@ -88,8 +88,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(straight_runs):
 def test_a_stop_request_stops_every_rank_and_resume_works_at_any_world_size(straight_runs, tmp_path):
     root, config = straight_runs
     stopped = tmp_path / "stopped"
+    # A checkpoint every step (math unchanged) keeps the 18 steps after the request longer than
+    # the request takes to be read, even on a quiet machine where tiny steps take milliseconds.
     process = subprocess.Popen(cli("train", "--config", str(config), "--run-dir", str(stopped), "--nproc", "2",
-                                   "--set", "train.log_interval=1"),
+                                   "--set", "train.log_interval=1", "--set", "train.checkpoint_every_steps=1"),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Early, so the request (read every 0.25 s) lands well before the 20th step on a fast machine.
     wait_for_step(stopped, 2, process)

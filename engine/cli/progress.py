@@ -7,6 +7,7 @@ from typing import TextIO
 from engine.config.durations import format_duration
 from engine.runs.events import (
     CheckpointSaved,
+    DataProgress,
     EngineError,
     EvalResult,
     Event,
@@ -25,10 +26,14 @@ class ProgressPrinter:
         self.out = out
         self.tty = out.isatty() if is_tty is None else is_tty
         self.width, self.total, self.open_line = width, 0, False
+        self.data_shown: tuple[str, int] = ("", -1)  # the data phase and tenth last printed (no TTY)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepMetrics):
             self._step(event)
+            return
+        if isinstance(event, DataProgress):
+            self._data(event)
             return
         self._end_line()
         if isinstance(event, RunStarted):
@@ -70,6 +75,27 @@ class ProgressPrinter:
             self.open_line = True
         else:
             self.out.write(f"Step {event.step}/{self.total} | {figures}\n")
+        self.out.flush()
+
+    def _data(self, event: DataProgress) -> None:
+        """A bar redrawn in place on a TTY; elsewhere a line when a phase starts and at each
+        further tenth of it, so a log stays short."""
+        fraction = event.fraction
+        if fraction is None:
+            text = f"Preparing data: {event.phase}..."
+        else:
+            eta = f", ETA {format_duration(event.eta_s)}" if event.eta_s is not None else ""
+            text = (f"Preparing data: {event.phase} {event.documents_done:,}/{event.documents_total:,} documents "
+                    f"({100 * fraction:.0f} %, {event.bytes_done / 1e6:,.1f} MB, {event.mb_per_s:.1f} MB/s{eta})")
+        if self.tty:
+            self.out.write(f"\r{text}\x1b[K")
+            self.open_line = True
+        else:
+            tenth = -1 if fraction is None else int(10 * fraction)
+            if (event.phase, tenth) == self.data_shown:
+                return
+            self.data_shown = (event.phase, tenth)
+            self.out.write(text + "\n")
         self.out.flush()
 
     def _end_line(self) -> None:

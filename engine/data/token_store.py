@@ -1,7 +1,8 @@
 """Pre-tokenised corpora on disk: a flat token array per split, cached by content.
 
-Documents are tokenised once (batched `Dataset.map`), joined with EOS, and written as flat
-uint16 arrays (uint32 past 65,535 tokens) that later runs open as numpy memmaps. The cache
+Documents are tokenised once, a batch at a time straight to disk (engine/data/token_writer.py),
+joined with EOS into flat uint16 arrays (uint32 past 65,536 tokens) that later runs open as
+numpy memmaps; progress goes to an `on_progress` callback as DataProgress events. The cache
 key is a fingerprint of the corpus text, the tokenizer choice and the split settings, so a
 second start on the same data skips all of it. An entry counts only once its `meta.json`
 exists; it is written last, after the arrays are complete and renamed into place.
@@ -14,6 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,15 @@ from typing import Any
 import numpy as np
 
 from engine.config import DataConfig
-from engine.data.quiet import quiet_datasets
-from engine.machine.paths import cache_dir
+from engine.data.token_writer import Written, token_dtype, write_token_file
 from engine.data.tokenizer import TextTokenizer, build_tokenizer, load_pretrained_tokenizer
+from engine.machine.paths import cache_dir
+from engine.runs.events import DataProgress
 
 STORE_VERSION = 1
+# Documents read from a dataset at a time: a read batch becomes Python strings, so it is kept
+# small enough that memory does not follow the documents' sizes (64 of 64 kB: 4 MB).
+READ_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -72,14 +79,16 @@ def fingerprint(dataset: Any, data: DataConfig) -> str:
     for key in ("tokenizer", "tokenizer_vocab_size", "val_fraction"):
         digest.update(f"{key}={getattr(data, key)!r};".encode())
     digest.update(f"documents={len(dataset)};v{STORE_VERSION};".encode())
-    for batch in dataset.iter(batch_size=1024):
+    for batch in dataset.iter(batch_size=READ_BATCH):
         for text in batch["text"]:
             digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     return digest.hexdigest()[:20]
 
 
-def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None = None) -> TokenStore:
-    """Tokenise `dataset` (a "text" Dataset) per `data`, or reopen the cached result."""
+def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None = None,
+                        on_progress: Callable[[DataProgress], None] | None = None) -> TokenStore:
+    """Tokenise `dataset` (a "text" Dataset) per `data`, or reopen the cached result.
+    `on_progress` hears each long phase of a new preparation (a reopened one has none)."""
     root = Path(data.cache_dir).expanduser() if data.cache_dir else (cache_root or cache_dir())
     directory = root / "tokens" / fingerprint(dataset, data)
     if (directory / "meta.json").is_file():
@@ -90,6 +99,9 @@ def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None 
     is_val[val_index] = True
     train_docs = dataset.select(np.flatnonzero(~is_val))
     val_docs = dataset.select(val_index)
+    tell = on_progress or (lambda event: None)
+    if data.tokenizer == "bpe":
+        tell(DataProgress("training the tokenizer"))
     # The BPE learns from training documents only, so validation text stays unseen.
     tokenizer = build_tokenizer(data.tokenizer, _texts(train_docs), data.tokenizer_vocab_size)
 
@@ -97,14 +109,22 @@ def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None 
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         tokenizer.save(staging / "tokenizer")
-        dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-        train_count = _write_tokens(train_docs, tokenizer, staging / "train.bin", dtype)
-        val_count = _write_tokens(val_docs, tokenizer, staging / "val.bin", dtype)
+        dtype = token_dtype(tokenizer.vocab_size)
+        total, tokenising = len(dataset), time.monotonic()
+
+        def progress(before: Written):  # one count over both splits: train first, then val
+            def report(done: Written) -> None:
+                tell(DataProgress("tokenising", before.documents + done.documents, total,
+                                  before.bytes + done.bytes, before.tokens + done.tokens,
+                                  time.monotonic() - tokenising))
+            return report
+
+        train = write_token_file(_texts(train_docs), tokenizer, staging / "train.bin", dtype, progress(Written()))
+        val = write_token_file(_texts(val_docs), tokenizer, staging / "val.bin", dtype, progress(train))
         meta = StoreMeta(
-            version=STORE_VERSION, train_tokens=train_count, val_tokens=val_count,
-            train_documents=len(train_docs), val_documents=len(val_docs),
-            val_bytes=sum(len(t.encode("utf-8", "surrogatepass")) for t in _texts(val_docs)),
-            dtype=np.dtype(dtype).name, vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
+            version=STORE_VERSION, train_tokens=train.tokens, val_tokens=val.tokens,
+            train_documents=train.documents, val_documents=val.documents, val_bytes=val.bytes,
+            dtype=dtype.name, vocab_size=tokenizer.vocab_size, eos_id=tokenizer.eos_id,
         )
         (staging / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
         if directory.exists():  # a stale entry without meta.json: an interrupted earlier build
@@ -117,29 +137,8 @@ def prepare_token_store(dataset: Any, data: DataConfig, cache_root: Path | None 
 
 
 def _texts(dataset: Any):
-    for batch in dataset.iter(batch_size=1024):
+    for batch in dataset.iter(batch_size=READ_BATCH):
         yield from batch["text"]
-
-
-def _write_tokens(dataset: Any, tokenizer: TextTokenizer, path: Path, dtype) -> int:
-    """Tokenise in batches and append to `path`, each document followed by EOS."""
-    eos = tokenizer.eos_id
-
-    def encode(batch):
-        return {"ids": [ids + [eos] for ids in tokenizer.encode_batch(batch["text"])]}
-
-    with quiet_datasets():
-        encoded = dataset.map(encode, batched=True, batch_size=256, remove_columns=["text"], keep_in_memory=True)
-    count = 0
-    with open(path, "wb") as handle:
-        for batch in encoded.iter(batch_size=1024):
-            for ids in batch["ids"]:
-                array = np.asarray(ids, dtype=dtype)
-                handle.write(array.tobytes())
-                count += len(array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return count
 
 
 def _open(directory: Path, from_cache: bool) -> TokenStore:

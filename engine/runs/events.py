@@ -48,6 +48,37 @@ class RunStarted(Event):
 
 
 @dataclass(frozen=True)
+class DataProgress(Event):
+    """How far a long data phase is, before the first step: `phase` is "training the tokenizer"
+    (no counts: the tokenizers library says nothing until it ends) or "tokenising" (the
+    documents, bytes and tokens done of `documents_total`)."""
+
+    type: ClassVar[str] = "data_progress"
+    phase: str
+    documents_done: int = 0
+    documents_total: int = 0
+    bytes_done: int = 0
+    tokens_done: int = 0
+    elapsed_s: float = 0.0
+    run_dir: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        return self.documents_done / self.documents_total if self.documents_total else None
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes_done / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        fraction = self.fraction
+        if not fraction or self.elapsed_s <= 0:
+            return None
+        return self.elapsed_s * (1 - fraction) / fraction
+
+
+@dataclass(frozen=True)
 class StepMetrics(Event):
     type: ClassVar[str] = "step"
     step: int
@@ -199,8 +230,8 @@ class EngineError(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogLine, PauseChanged, ExportFinished,
-                MicroBatchReduced, StepSkipped, RolledBack,
+    for cls in (RunStarted, DataProgress, StepMetrics, EvalResult, CheckpointSaved, LogLine, PauseChanged,
+                ExportFinished, MicroBatchReduced, StepSkipped, RolledBack,
                 GeneratedText, PlanReady, RunFinished, EngineError)
 }
 

@@ -39,7 +39,7 @@ from engine.runs.checkpoint import (
     remove_leftovers,
     restore_rng_states,
 )
-from engine.runs.events import RunStarted
+from engine.runs.events import Event, RunStarted
 from engine.runs.run_dir import write_run_config
 from engine.train import distributed
 from engine.train.budget_clock import DDP_EXIT_TAIL_S, EXIT_TAIL_S, BudgetClock
@@ -101,10 +101,11 @@ def total_steps_for(config: RunConfig, train_tokens: int) -> int:
 
 
 def set_up_run(config: RunConfig, run_dir: Path, place: Distributed, log: Log, resume: bool = False,
-               threads: int | None = None, model_builder: Callable[..., torch.nn.Module] = build_model) -> RunParts:
+               threads: int | None = None, model_builder: Callable[..., torch.nn.Module] = build_model,
+               emit: Callable[[Event], None] | None = None) -> RunParts:
     """Everything the loop needs (see the module docstring); raises TrainingError with what to
     change when the run cannot start. `model_builder` has engine.model.builder.build_model's
-    signature."""
+    signature; `emit` hears the data preparation's progress."""
     problems = validate(config, cuda_available=torch.cuda.is_available())
     if problems:
         raise TrainingError("the config has problems:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -126,7 +127,7 @@ def set_up_run(config: RunConfig, run_dir: Path, place: Distributed, log: Log, r
     ranks = f", {place.world_size} processes (DDP)" if place.enabled else ""
     log(f"device {compute.device}, {compute.dtype_name}, {compute.threads} CPU threads{ranks}")
     _check_split(c, place)
-    store = _prepare_data(c, place, log)
+    store = _prepare_data(c, place, log, emit)
     if place.enabled:  # the record says how it really ran (a resume may use another count)
         here = int(os.environ.get("LOCAL_WORLD_SIZE", place.world_size))
         c = dataclasses.replace(c, train=dataclasses.replace(t, processes=here))
@@ -220,14 +221,15 @@ def _check_split(config: RunConfig, place: Distributed) -> None:
         )
 
 
-def _prepare_data(config: RunConfig, place: Distributed, log: Log) -> TokenStore:
+def _prepare_data(config: RunConfig, place: Distributed, log: Log,
+                  emit: Callable[[Event], None] | None) -> TokenStore:
     started = time.perf_counter()
     # One process per machine tokenises into the shared cache first; the rest read it.
     first = place.local_rank == 0
     if not first:
         place.barrier()
     dataset = load_documents(config.data)
-    store = prepare_token_store(dataset, config.data)
+    store = prepare_token_store(dataset, config.data, on_progress=emit)
     if first:
         place.barrier()
     how = "from cache" if store.from_cache else f"in {time.perf_counter() - started:.1f} s"

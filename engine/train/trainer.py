@@ -127,7 +127,7 @@ class Trainer:
         self.emit(LogLine(level, text))
 
     def _setup(self) -> None:
-        self._parts = set_up_run(self.config, self.run_dir, self.place, self._log, resume=self.resume,
+        self._parts = set_up_run(self.config, self.run_dir, self.place, self._log, resume=self.resume, emit=self.emit,
                                  threads=self.threads, model_builder=self.model_builder)
         self.config, self.state = self.parts.config, self.parts.state
 

@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Sparkline, Static
 
 from engine.runs.control_channel import send_request
-from engine.runs.events import event_from_dict
+from engine.runs.events import DataProgress, event_from_dict
 from engine.config.durations import format_duration
 from engine.runs.run_dir import liveness
 from lightlm_tui.curves import next_smoothing, one_row, smoothing_label
@@ -41,6 +41,15 @@ def text_shape(text: str) -> tuple[int, int]:
     """(rows, widest row): what decides whether a text's new value can change the layout."""
     rows = text.split("\n")
     return len(rows), max(map(len, rows))
+
+
+def preparing_text(event: DataProgress) -> str:
+    """The status line while the run prepares its data: the phase, and how far it is."""
+    if event.fraction is None:
+        return f"preparing data: {event.phase}..."
+    eta = f", about {format_duration(event.eta_s)} left" if event.eta_s is not None else ""
+    return (f"preparing data: {event.phase} {100 * event.fraction:.0f} % of {event.documents_total:,} documents "
+            f"({event.mb_per_s:.1f} MB/s{eta})")
 
 
 class MonitorScreen(Screen):
@@ -211,6 +220,8 @@ class MonitorScreen(Screen):
             step = view.last.step if view.last else 0
             return (f"interrupted at step {step}: its process (pid {view.process[0]}) is gone; "
                     f"resume with `lightlm-tui resume {view.run_dir}`")
+        if view.last is None and view.preparing is not None and not view.run_dir:
+            return preparing_text(view.preparing)
         if view.last is None:
             return f"starting {view.run_dir}..." if view.run_dir else "waiting for the run to start..."
         state = "paused" if view.paused else "training"
