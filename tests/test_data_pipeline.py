@@ -140,3 +140,55 @@ def test_too_little_text_is_a_clear_error():
         BatchLoader(np.arange(10, dtype=np.uint16), windows_per_step=2, seq_len=32, seed=0)
     with pytest.raises(ValueError, match="raise data.val_fraction"):
         eval_starts(10, 32, 4)
+
+
+def test_one_large_text_file_is_cut_into_documents_at_blank_lines(tmp_path):
+    """tinyshakespeare's shape: one input.txt. It trains (held-out text and all), and its
+    documents join back into exactly the file."""
+    from engine.data.text_files import DOCUMENT_CHARACTERS
+
+    speeches = [f"SPEAKER {i}:\n" + f"line {i} of the speech, with words enough to fill it.\n" * (5 + i % 9)
+                for i in range(2500)]
+    text = "\n".join(speeches)
+    book = tmp_path / "input.txt"
+    book.write_text(text)
+    dataset = load_documents(DataConfig(source=str(book)))
+    documents = dataset["text"]
+    assert len(documents) >= len(text) // (2 * DOCUMENT_CHARACTERS)
+    assert "".join(documents) == text
+    assert all(doc.endswith("\n\n") for doc in documents[:-1])  # cut at blank lines
+    assert max(map(len, documents)) < DOCUMENT_CHARACTERS + 1000
+    store = prepare_token_store(dataset, DataConfig(source=str(book), tokenizer_vocab_size=300,
+                                                    cache_dir=str(tmp_path / "cache")))
+    assert store.meta.val_documents >= 1 and store.meta.train_documents > store.meta.val_documents
+
+
+def test_text_without_blank_lines_is_still_capped(tmp_path):
+    from engine.data.text_files import file_documents
+
+    path = tmp_path / "one-line.txt"
+    path.write_text("x" * 2500 + "\n" + "y" * 100)
+    pieces = list(file_documents(path, target=1000, cap=1000))
+    assert "".join(pieces) == path.read_text() and max(map(len, pieces)) <= 1000
+
+
+def test_a_changed_text_file_is_read_again_and_a_bad_one_is_a_sentence(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first version\n")
+    (tmp_path / "other.txt").write_text("another file\n")
+    assert load_documents(DataConfig(source=str(tmp_path)))["text"][0] == "first version\n"
+    path.write_text("second, longer version\n")
+    assert load_documents(DataConfig(source=str(tmp_path)))["text"][0] == "second, longer version\n"
+    path.write_bytes(b"caf\xe9 latin-1\n")
+    with pytest.raises(DataSourceError, match=r"notes.txt is not UTF-8 text .*convert it to UTF-8"):
+        load_documents(DataConfig(source=str(tmp_path)))
+
+
+def test_a_single_small_file_names_the_fix_that_works(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("just one short document\n")
+    with pytest.raises(DataSourceError, match=r"holds 1 document\(s\).*add text \(a text file over 64 kB"):
+        load_documents(DataConfig(source=str(path)))
+    (tmp_path / "second.txt").write_text("and a second one\n")
+    with pytest.raises(DataSourceError, match=r"raise data.subset_size"):
+        load_documents(DataConfig(source=str(tmp_path), subset_size=1))

@@ -14,6 +14,7 @@ from typing import Any
 from engine.config import DataConfig
 from engine.data.embedded import EMBEDDED, embedded_documents
 from engine.data.quiet import quiet_datasets
+from engine.data.text_files import NotUtf8Error, stamps_of, text_rows
 from engine.errors import UserFacingError
 
 # File suffix -> datasets builder.
@@ -43,12 +44,14 @@ def _load_documents(data: DataConfig) -> Any:
         )
     else:
         dataset = _hub(data)
-    if data.subset_size and data.subset_size < len(dataset):
+    limited = bool(data.subset_size and data.subset_size < len(dataset))
+    if limited:
         dataset = dataset.select(range(data.subset_size))
     if len(dataset) < 2:
+        fix = "raise data.subset_size" if limited else "add text (a text file over 64 kB is split into documents)"
         raise DataSourceError(
             f"data.source = {data.source!r} holds {len(dataset)} document(s); at least 2 are needed to hold "
-            "one out for validation. Add text, or raise data.subset_size."
+            f"one out for validation: {fix}."
         )
     return dataset
 
@@ -65,7 +68,7 @@ def _embedded(name: str) -> Any:
 
 
 def _local(path: Path, data: DataConfig) -> Any:
-    from datasets import load_dataset
+    from datasets import Dataset, load_dataset
 
     files = sorted(p for p in path.rglob("*") if p.suffix in BUILDERS and p.is_file()) if path.is_dir() else [path]
     if not files:
@@ -84,16 +87,30 @@ def _local(path: Path, data: DataConfig) -> Any:
             "point it at a folder of one kind."
         )
     builder = builders.pop()
-    # One document per .txt/.md file (not per line): windows then never straddle two files.
-    kwargs = {"sample_by": "document"} if builder == "text" else {}
     try:
-        dataset = load_dataset(builder, data_files=[str(p) for p in files], split="train", **kwargs)
+        if builder == "text":  # a small file is one document, a large one is cut at blank lines
+            dataset = Dataset.from_generator(text_rows, gen_kwargs={
+                "files": [str(p) for p in files], "stamps": stamps_of(files)})
+        else:
+            dataset = load_dataset(builder, data_files=[str(p) for p in files], split="train")
     except Exception as exc:  # datasets raises many types for a malformed file
+        cause = _our_error(exc)
+        if cause is not None:
+            raise DataSourceError(f"data.source = {str(path)!r}: {cause}") from None
         raise DataSourceError(
             f"data.source = {str(path)!r}: could not read it as {builder} ({exc.__class__.__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Check the file's format."
         ) from None
     return _text_column(dataset, data, f"{path}")
+
+
+def _our_error(exc: BaseException) -> NotUtf8Error | None:
+    """Our own sentence, when datasets wrapped it (it re-raises a generator's error as its own)."""
+    while exc is not None:
+        if isinstance(exc, NotUtf8Error):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _hub(data: DataConfig) -> Any:
