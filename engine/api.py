@@ -204,7 +204,11 @@ def start_run(
     launch = _checked(launch, config)
     if launch.nproc != config.train.processes:  # what the run uses is what its config says
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, processes=launch.nproc))
-    validated(config)
+    # The settings alone: the process that trains checks them against its own hardware when it
+    # sets up, so a launch from the app's UI thread never has to load torch here.
+    problems = validate(config)
+    if problems:
+        raise ConfigError(problems)
     target = empty_run_dir(run_dir) if run_dir is not None else new_run_dir(config.train.runs_dir, config.name)
     if launch.world_size > 1 or detach:
         write_run_config(target, config)

@@ -91,30 +91,26 @@ class LightLMApp(App):
     def start_run(self, config: RunConfig) -> MonitorScreen | None:
         """Train `config` and show its Monitor: on the engine thread, or with train.processes > 1
         as DDP ranks in the background, which the Monitor follows and controls through the run dir."""
-        if config.train.processes > 1:
-            return self._in_background(lambda: api.start_run(config, detach=True))
-        monitor = MonitorScreen(bridge=self.bridge)
-        self.push_screen(monitor)
-        self.bridge.start_run(config, owner=monitor)
-        return monitor
+        return self._run(config, lambda: api.start_run(config, detach=True),
+                         lambda monitor: self.bridge.start_run(config, owner=monitor))
 
     def resume_run(self, run_dir: Path, config: RunConfig) -> MonitorScreen | None:
         """Continue `run_dir` (whose recorded config is `config`) from its latest checkpoint."""
+        return self._run(config, lambda: api.resume_run(run_dir, detach=True),
+                         lambda monitor: self.bridge.resume_run(run_dir, owner=monitor))
+
+    def _run(self, config: RunConfig, in_background, on_engine_thread) -> MonitorScreen | None:
         if config.train.processes > 1:
-            return self._in_background(lambda: api.resume_run(run_dir, detach=True))
+            try:
+                monitor = MonitorScreen(in_background().run_dir)
+            except (UserFacingError, ConfigError, OSError) as exc:
+                self.notify(str(exc), severity="error")
+                return None
+            self.push_screen(monitor)
+            return monitor
         monitor = MonitorScreen(bridge=self.bridge)
         self.push_screen(monitor)
-        self.bridge.resume_run(run_dir, owner=monitor)
-        return monitor
-
-    def _in_background(self, start) -> MonitorScreen | None:
-        try:
-            started = start()
-        except (UserFacingError, ConfigError, OSError) as exc:
-            self.notify(str(exc), severity="error")
-            return None
-        monitor = MonitorScreen(started.run_dir)
-        self.push_screen(monitor)
+        on_engine_thread(monitor)
         return monitor
 
     def action_help(self) -> None:
